@@ -1,0 +1,256 @@
+"""The assets: a domain table in, the lookups and the mailboxes they found out.
+
+    domain_table ──▶ plan_batches ──▶ submit_and_wait (mapped) ──▶ build_tables
+                                                                    ├─▶ domain_lookups
+                                                                    └─▶ company_emails
+
+Each domain table file is a partition. `plan_batches` decides in the ledger what is
+carried over, adopted or sent, and splits the batches into steps of up to
+`batches_per_step`; each `submit_and_wait` step works all of its batches concurrently.
+"""
+
+
+import asyncio
+from dataclasses import dataclass
+
+import pandas as pd
+from dagster import (
+    AssetExecutionContext,
+    AssetOut,
+    Backoff,
+    Config,
+    DynamicOut,
+    DynamicOutput,
+    DynamicPartitionsDefinition,
+    Failure,
+    In,
+    OpExecutionContext,
+    Out,
+    Output,
+    RetryPolicy,
+    asset,
+    graph_multi_asset,
+    op,
+)
+from pydantic import Field
+
+from openmart_pipeline.errors import (
+    CreditLimitReached,
+    PermanentApiError,
+    UnknownStatusError,
+)
+from openmart_pipeline.lookups import (
+    BatchRunReport,
+    BatchWork,
+    LookupPlan,
+    RunSettings,
+    plan_lookups,
+    run_batches,
+)
+from openmart_pipeline.resources.ledger import LedgerResource
+from openmart_pipeline.resources.openmart import OpenmartResource
+from openmart_pipeline.settings import domain_files
+from openmart_pipeline.tables import read_domain_table
+from openmart_pipeline.tables_out import build_output_tables, lookups_of, output_metadata
+
+domain_tables_partitions = DynamicPartitionsDefinition(name="domain_tables")
+OPENMART_POOL = "openmart_api"
+
+
+class DomainTableConfig(Config):
+    """How a domain table is read."""
+
+    column_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="Canonical column -> the table's column, e.g. {'domain': 'Web Address'}.",
+    )
+    company_name_from_domain: bool = Field(
+        default=False,
+        description="Derive a missing company name from the domain instead of rejecting it.",
+    )
+
+
+class LookupRunConfig(Config):
+    """What a run sends and what it reuses."""
+
+    force_refresh: bool = Field(default=False, description="Send every lookup again.")
+    refresh_after_days: float = Field(
+        default=30.0, description="Reuse a found/not_found result younger than this."
+    )
+    resubmit_unknown: bool = Field(
+        default=False,
+        description="Send again lookups whose earlier submission has an unknown outcome. "
+        "May pay twice.",
+    )
+    max_lookups_per_run: int | None = Field(
+        default=None, description="Most lookups this run may send; the rest are over_budget."
+    )
+    batches_per_step: int = Field(
+        default=100, description="Batches one submit-and-wait step works at once."
+    )
+
+
+@asset(
+    partitions_def=domain_tables_partitions,
+    io_manager_key="parquet_io_manager",
+    group_name="openmart",
+)
+def domain_table(context: AssetExecutionContext, config: DomainTableConfig) -> pd.DataFrame:
+    """One row per input row, with its tracking ID, normalized domain, or reject reason."""
+    files = domain_files()
+    path = files.get(context.partition_key)
+    if path is None:
+        raise Failure(
+            f"domain table {context.partition_key!r} is not in OPENMART_DOMAINS_PATH any more "
+            f"(found: {', '.join(files) or 'nothing'})"
+        )
+    table = read_domain_table(
+        path,
+        column_map=config.column_map or None,
+        company_name_from_domain=config.company_name_from_domain,
+    )
+    rejected = table["reason"].notna()
+    context.log.info(
+        f"read {len(table)} rows from {path.name}: {int((~rejected).sum())} to look up, "
+        f"{int(rejected.sum())} rejected"
+    )
+    context.add_output_metadata(
+        {
+            "rows": len(table),
+            "rejected": int(rejected.sum()),
+            "rejected_by_reason": table.loc[rejected, "reason"].value_counts().to_dict(),
+        }
+    )
+    return table
+
+
+@dataclass(frozen=True)
+class StepWork:
+    """The batches one submit-and-wait step works, with the run's settings."""
+
+    settings: RunSettings
+    batches: list[BatchWork]
+
+
+@op(
+    ins={"domain_table": In(pd.DataFrame)},
+    out={"plan": Out(LookupPlan), "batches": DynamicOut(StepWork)},
+)
+def plan_batches(
+    context: OpExecutionContext,
+    config: LookupRunConfig,
+    openmart: OpenmartResource,
+    ledger: LedgerResource,
+    domain_table: pd.DataFrame,
+):
+    """Read the credit balance, then claim in the ledger what this run will send."""
+    lookups = lookups_of(domain_table)
+    settings = run_settings(config, openmart)
+    balance = asyncio.run(_credit_balance(openmart))
+    plan = plan_lookups(ledger.open(), list(lookups.values()), settings, context.run_id, balance)
+
+    sending = sum(len(work.lookups) for work in plan.work if work.kind == "new")
+    context.log.info(
+        f"{len(domain_table)} rows, {len(lookups)} distinct lookups: "
+        f"{sum(r.carried_over for r in plan.results.values())} carried over, "
+        f"{sending} to send in {sum(w.kind == 'new' for w in plan.work)} batches "
+        f"(about {sending} credits of a balance of {balance}), "
+        f"{sum(w.kind != 'new' for w in plan.work)} batches to adopt, "
+        f"{sum(r.status == 'over_budget' for r in plan.results.values())} over budget"
+    )
+    yield Output(plan, "plan")
+
+    step = max(1, config.batches_per_step)
+    for index in range(0, len(plan.work), step):
+        chunk = StepWork(settings, plan.work[index : index + step])
+        yield DynamicOutput(chunk, output_name="batches", mapping_key=f"step_{index // step}")
+
+
+async def _credit_balance(openmart: OpenmartResource) -> int:
+    async with openmart.client() as client:
+        return await client.credit_balance()
+
+
+def run_settings(config: LookupRunConfig, openmart: OpenmartResource) -> RunSettings:
+    return RunSettings(
+        refresh_after_days=config.refresh_after_days,
+        force_refresh=config.force_refresh,
+        resubmit_unknown=config.resubmit_unknown,
+        max_lookups_per_run=config.max_lookups_per_run,
+        max_submissions_in_flight=openmart.max_submissions_in_flight,
+        poll_interval_seconds=openmart.poll_interval_seconds,
+        poll_deadline_seconds=openmart.poll_deadline_seconds,
+    )
+
+
+@op(
+    out=Out(BatchRunReport),
+    pool=OPENMART_POOL,
+    retry_policy=RetryPolicy(max_retries=2, delay=30, backoff=Backoff.EXPONENTIAL),
+)
+def submit_and_wait(
+    context: OpExecutionContext,
+    openmart: OpenmartResource,
+    ledger: LedgerResource,
+    batches: StepWork,
+) -> BatchRunReport:
+    """Submit (or adopt) each batch, poll until ready, and read every task, all at once.
+
+    A Dagster retry of this step is safe: the ledger knows what was already submitted.
+    """
+    try:
+        return asyncio.run(_work(context, openmart, ledger, batches.batches, batches.settings))
+    except (PermanentApiError, UnknownStatusError) as error:
+        # Retrying cannot help: fail the step without Dagster's retry policy.
+        raise Failure(str(error), allow_retries=False) from None
+
+
+async def _work(context, openmart, ledger, batches, settings) -> BatchRunReport:
+    async with openmart.client() as client:
+        return await run_batches(
+            client, ledger.open(), batches, settings, log=context.log.info,
+            warn=context.log.warning,
+        )
+
+
+@op(
+    ins={"domain_table": In(pd.DataFrame), "plan": In(LookupPlan), "reports": In(list)},
+    out={
+        "domain_lookups": Out(pd.DataFrame, io_manager_key="parquet_io_manager"),
+        "company_emails": Out(pd.DataFrame, io_manager_key="parquet_io_manager"),
+    },
+)
+def build_tables(
+    context: OpExecutionContext,
+    domain_table: pd.DataFrame,
+    plan: LookupPlan,
+    reports: list[BatchRunReport],
+):
+    """Join every input row to its lookup's result; fail after writing at a credit limit."""
+    results = dict(plan.results)
+    for report in reports:
+        results.update(report.results)
+    lookups, emails = build_output_tables(domain_table, results, context.run_id)
+    metadata = output_metadata(lookups, emails, plan, reports)
+    yield Output(lookups, "domain_lookups", metadata=metadata["domain_lookups"])
+    yield Output(emails, "company_emails", metadata=metadata["company_emails"])
+
+    remaining = int((lookups["status"] == "credit_limit").sum())
+    if remaining:
+        raise Failure(str(CreditLimitReached(remaining)), allow_retries=False)
+
+
+@graph_multi_asset(
+    outs={
+        "domain_lookups": AssetOut(io_manager_key="parquet_io_manager", group_name="openmart"),
+        "company_emails": AssetOut(io_manager_key="parquet_io_manager", group_name="openmart"),
+    },
+    partitions_def=domain_tables_partitions,
+)
+def openmart_lookups(domain_table: pd.DataFrame):
+    """Look up every row of a domain table: one row per input row, one per mailbox found."""
+    plan, batches = plan_batches(domain_table)
+    reports = batches.map(submit_and_wait).collect()
+    domain_lookups, company_emails = build_tables(domain_table, plan, reports)
+    return {"domain_lookups": domain_lookups, "company_emails": company_emails}
+

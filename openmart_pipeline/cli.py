@@ -1,0 +1,152 @@
+"""The `openmart-pipeline` command: `run` the lookups through Dagster, or serve the `emulator`.
+
+`run` materializes every domain table found under OPENMART_DOMAINS_PATH (one partition
+each) in the Dagster instance under DAGSTER_HOME, so the runs appear in the UI afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from openmart_pipeline.emulator import cli as emulator_cli
+
+PLAN_OP_CONFIG_PATH = ("ops", "openmart_lookups", "ops", "plan_batches", "config")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="openmart-pipeline",
+        description="Look up companies' shared mailboxes with Openmart's batch API.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="materialize the lookups of every domain table")
+    run.add_argument("--partition", action="append", default=[],
+                     help="only this domain table (file name); repeatable")
+    run.add_argument("--force-refresh", action="store_true",
+                     help="send every lookup again, even those with a fresh result")
+    run.add_argument("--refresh-after-days", type=float, default=30.0,
+                     help="reuse results younger than this (default: %(default)s)")
+    run.add_argument("--max-lookups", type=int, default=None,
+                     help="send at most this many lookups; the rest are over_budget")
+    run.add_argument("--resubmit-unknown", action="store_true",
+                     help="send again lookups whose earlier submission has an unknown outcome "
+                          "(MAY PAY TWICE)")
+    run.add_argument("--company-name-from-domain", action="store_true",
+                     help="derive a missing company name from the domain instead of rejecting")
+
+    emulator = commands.add_parser("emulator", help="serve the API emulator on loopback")
+    emulator_cli.configure_parser(emulator)
+
+    args = parser.parse_args(argv)
+    if args.command == "emulator":
+        return emulator_cli.run_from_args(args)
+    return run_command(args)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Materialize the lookup assets for each domain table; 0 when every run succeeded."""
+    if not os.environ.get("OPENMART_API_KEY", "").strip():
+        print("error: OPENMART_API_KEY is not set. Export the key of your Openmart account "
+              "(or the emulator's key) and run again.", file=sys.stderr)
+        return 2
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").resolve())))
+    home.mkdir(parents=True, exist_ok=True)
+
+    # Imported here so that a bad setting is reported as a message, not an import traceback.
+    try:
+        from openmart_pipeline.definitions import LOOKUP_JOB_NAME, defs
+        from openmart_pipeline.settings import domain_files, output_path
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    from dagster import DagsterInstance
+
+    from openmart_pipeline.assets import domain_tables_partitions
+
+    try:
+        files = domain_files()
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    keys = args.partition or list(files)
+    unknown = [key for key in keys if key not in files]
+    if unknown or not keys:
+        print(f"error: no domain table named {', '.join(unknown) or '(any)'} under "
+              f"OPENMART_DOMAINS_PATH; found: {', '.join(files) or 'nothing'}", file=sys.stderr)
+        return 2
+
+    instance = DagsterInstance.get()
+    known = set(instance.get_dynamic_partitions(domain_tables_partitions.name))
+    new = [key for key in files if key not in known]
+    if new:
+        instance.add_dynamic_partitions(domain_tables_partitions.name, new)
+
+    job = defs.resolve_job_def(LOOKUP_JOB_NAME)
+    run_config = _run_config(args)
+    failed = []
+    for key in keys:
+        print(f"== {key}: materializing (DAGSTER_HOME={home})", file=sys.stderr)
+        result = job.execute_in_process(
+            instance=instance, partition_key=key, run_config=run_config, raise_on_error=False
+        )
+        _print_summary(key, output_path())
+        if not result.success:
+            failed.append(key)
+            for message in _failure_messages(result):
+                print(f"error: {key}: {message}", file=sys.stderr)
+            print(f"run {result.run_id} failed; see it in the Dagster UI (dagster dev)",
+                  file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _run_config(args: argparse.Namespace) -> dict:
+    plan_config = {
+        "force_refresh": args.force_refresh,
+        "refresh_after_days": args.refresh_after_days,
+        "resubmit_unknown": args.resubmit_unknown,
+        "max_lookups_per_run": args.max_lookups,
+    }
+    config: dict = {"ops": {"domain_table": {"config": {
+        "company_name_from_domain": args.company_name_from_domain}}}}
+    config["ops"]["openmart_lookups"] = {"ops": {"plan_batches": {"config": plan_config}}}
+    return config
+
+
+def _failure_messages(result) -> list[str]:
+    messages = []
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            messages.append(event.step_failure_data.error.message.strip().splitlines()[0])
+    return messages or ["the run failed; see its logs in the Dagster UI"]
+
+
+def _print_summary(partition: str, output: str) -> None:
+    """Print what the run's tables hold for one partition."""
+    import pandas as pd
+
+    lookups_file = Path(output) / "domain_lookups" / f"{partition}.parquet"
+    emails_file = Path(output) / "company_emails" / f"{partition}.parquet"
+    if not lookups_file.exists():
+        print(f"{partition}: no domain_lookups table was written", file=sys.stderr)
+        return
+    lookups = pd.read_parquet(lookups_file)
+    emails = pd.read_parquet(emails_file) if emails_file.exists() else pd.DataFrame()
+    statuses = lookups["status"].value_counts()
+    sent = lookups[~lookups["carried_over"] & lookups["batch_id"].notna()]["lookup_id"].nunique()
+    print(f"{partition}: input rows {len(lookups)}; distinct lookups sent this run {sent}; "
+          f"carried over {int(lookups['carried_over'].sum())} rows; mailboxes found "
+          f"{len(emails)}; rejects {int(statuses.get('rejected', 0))}")
+    print(f"{partition}: rows by status: " + ", ".join(f"{k} {v}" for k, v in statuses.items()))
+    reasons = lookups["reason"].dropna().value_counts()
+    if len(reasons):
+        print(f"{partition}: rejects by reason: " + ", ".join(f"{k} {v}" for k, v in reasons.items()))
+    print(f"tables: {lookups_file.parent}/ and {emails_file.parent}/")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

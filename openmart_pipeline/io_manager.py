@@ -1,0 +1,46 @@
+"""Parquet storage of the assets: one dataset folder per asset, one file per partition.
+
+`<base>/<asset>/<partition>.parquet` lets `pandas.read_parquet("<base>/<asset>")` read
+every partition as one table. Files are written beside their final name with a leading
+dot (which Parquet readers skip) and renamed into place, so a reader never sees a half
+written file and the previous version stays readable until the new one is complete.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pandas as pd
+import pyarrow.parquet as pq
+from dagster import ConfigurableIOManagerFactory, InputContext, OutputContext, UPathIOManager
+from upath import UPath
+
+from openmart_pipeline.schemas import SCHEMAS, to_arrow
+
+
+class ParquetIOManager(UPathIOManager):
+    """Stores DataFrames as Parquet through each asset's explicit schema."""
+
+    extension = ".parquet"
+
+    def dump_to_path(self, context: OutputContext, obj: pd.DataFrame, path: UPath) -> None:
+        schema = SCHEMAS[context.asset_key.path[-1]]
+        table = to_arrow(obj, schema)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+        with temporary.open("wb") as handle:
+            pq.write_table(table, handle)
+        temporary.rename(path)
+
+    def load_from_path(self, context: InputContext, path: UPath) -> pd.DataFrame:
+        with path.open("rb") as handle:
+            return pq.read_table(handle).to_pandas()
+
+
+class ParquetIOManagerFactory(ConfigurableIOManagerFactory):
+    """Where the tables go: a local folder or any URL fsspec can write to."""
+
+    base_path: str
+
+    def create_io_manager(self, context) -> ParquetIOManager:
+        return ParquetIOManager(base_path=UPath(self.base_path))
