@@ -284,10 +284,8 @@ def _sniff_delimiter(text: str) -> str:
     (a stray tab, a semicolon in a company name), so the header decides reliably.
     """
     header = next(line for line in text.splitlines() if line.strip())
-    counts = {
-        delimiter: len(next(csv.reader([header], delimiter=delimiter))) for delimiter in _DELIMITERS
-    }
-    return max(_DELIMITERS, key=lambda delimiter: counts[delimiter])
+    counts = {sep: len(next(csv.reader([header], delimiter=sep))) for sep in _DELIMITERS}
+    return max(_DELIMITERS, key=lambda sep: counts[sep])
 
 
 def _read_parquet_cells(path: Path) -> dict[str, list[str]]:
@@ -310,7 +308,7 @@ def _text_values(column: pa.ChunkedArray) -> list[str]:
     """Give a Parquet column's values as text, "" for nulls; numbers keep their digits."""
     try:
         values = pc.cast(column, pa.string()).to_pylist()
-    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+    except pa.ArrowException:  # nested types (lists, structs) have no cast to text
         values = [None if value is None else str(value) for value in column.to_pylist()]
     return ["" if value is None else value for value in values]
 
@@ -351,7 +349,7 @@ def _resolve_columns(
     return resolved
 
 
-def _find_mapped_column(columns: Sequence[str], canonical: str, wanted: str, file_name: str) -> str:
+def _find_mapped_column(columns: Sequence[str], canonical: str, wanted: str, source: str) -> str:
     """Find the column a column_map entry names: exact name first, then ignoring case."""
     if wanted in columns:
         return wanted
@@ -360,7 +358,7 @@ def _find_mapped_column(columns: Sequence[str], canonical: str, wanted: str, fil
         if _column_key(column) == wanted_key:
             return column
     raise DomainTableError(
-        f"column_map maps {canonical!r} to {wanted!r}, but {file_name} has no such column. "
+        f"column_map maps {canonical!r} to {wanted!r}, but {source} has no such column. "
         f"Its columns are: {', '.join(repr(c) for c in columns) or '(none)'}."
     )
 

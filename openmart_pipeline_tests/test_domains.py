@@ -7,7 +7,7 @@ import socket
 import string
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from openmart_pipeline import domains
@@ -108,7 +108,7 @@ WEBSITE_FORMS = [
     pytest.param("https://acme.github.io/", "github.io", HOSTED_SITE, id="github-pages"),
     pytest.param("acme.myshopify.com", "myshopify.com", HOSTED_SITE, id="shopify"),
     pytest.param(
-        "https://acme.wd5.myworkdayjobs.com/en-US/x", "myworkdayjobs.com", HOSTED_SITE, id="workday"
+        "https://acme.wd5.myworkdayjobs.com/en-US", "myworkdayjobs.com", HOSTED_SITE, id="workday"
     ),
     pytest.param("https://medium.com/@acme", "medium.com", HOSTED_SITE, id="hosted-path"),
     pytest.param(
@@ -259,6 +259,8 @@ _ANY_VALUE = st.one_of(
 )
 
 
+# No deadline: how fast an example runs depends on the machine, not on the promise.
+@settings(deadline=None)
 @given(_ANY_VALUE)
 def test_normalize_website_never_raises_and_always_gives_one_outcome(value):
     result = normalize_website(value)
@@ -271,6 +273,7 @@ def test_normalize_website_never_raises_and_always_gives_one_outcome(value):
         assert result.domain is None
 
 
+@settings(deadline=None)
 @given(st.one_of(_WEBSITES, st.text()))
 def test_normalize_website_is_idempotent(value):
     domain = normalize_website(value).domain
@@ -279,6 +282,7 @@ def test_normalize_website_is_idempotent(value):
         assert normalize_website(domain).domain == domain
 
 
+@settings(deadline=None)
 @given(st.one_of(_WEBSITES, st.text()))
 def test_normalize_website_domain_is_lowercase_ascii_without_url_parts(value):
     domain = normalize_website(value).domain

@@ -36,6 +36,7 @@ BALANCE = "/api/v2/credit-balance"
 # 26 s of hold becomes 0.13 s; tasks finish within 0.05 s of acceptance.
 FAST = 0.005
 POLL_LIMIT_SECONDS = 10.0
+BATCH_SIZE_TEXT = "the number of tasks in each batch should be between 1 and 100"
 
 SAMPLE_TASK = {"domain": "milvali.com", "company_name": "Milvali", "tracking_id": "milvali-emails"}
 
@@ -84,6 +85,16 @@ def task_ids(client: httpx.Client, emulator, batch_id: str, status: str | None =
     return client.get(url, params=params)
 
 
+class StoppedClock:
+    """A monotonic clock that only moves when a test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def forced_domain(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:8]}.example"
 
@@ -126,12 +137,10 @@ def test_submission_answers_batch_id_and_nested_processing_counts(shared, client
     [
         pytest.param(b"not json", None, id="not-json"),
         pytest.param(json.dumps(SAMPLE_TASK).encode(), None, id="object-not-array"),
-        pytest.param(
-            b"[]", "the number of tasks in each batch should be between 1 and 100", id="empty-batch"
-        ),
+        pytest.param(b"[]", BATCH_SIZE_TEXT, id="empty-batch"),
         pytest.param(
             json.dumps([SAMPLE_TASK] * 101).encode(),
-            "the number of tasks in each batch should be between 1 and 100",
+            BATCH_SIZE_TEXT,
             id="101-tasks",
         ),
         pytest.param(b'[{"company_name": "A"}]', "Domain is required", id="missing-domain"),
@@ -169,7 +178,7 @@ def test_submission_answers_batch_id_and_nested_processing_counts(shared, client
         ),
     ],
 )
-def test_submission_rejects_invalid_body_with_400_and_creates_nothing(shared, client, body, detail):
+def test_validation_rejects_a_bad_body_with_400_and_creates_nothing(shared, client, body, detail):
     before = shared.state.stats()["tasks_accepted"]
 
     response = client.post(
@@ -315,7 +324,8 @@ def test_status_flat_counts_become_batch_ready_with_cancelled_counted_as_errored
     domains += [f"acme{i}.com" for i in range(5)]
     expected = Counter(expected_outcome(domain).status for domain in domains)
 
-    _, counts = submit_and_wait(client, shared, [{"domain": d, "company_name": d} for d in domains])
+    tasks = [{"domain": d, "company_name": d} for d in domains]
+    _, counts = submit_and_wait(client, shared, tasks)
 
     assert counts == {
         "processing": 0,
@@ -382,25 +392,33 @@ def test_task_answers_its_mailboxes_and_tracking_id_once_completed(shared, clien
 
 
 def test_task_is_processing_with_empty_data_until_its_time():
-    # A task of this domain needs over 500 of its 1000 s; scaled, that is more than 2.5 s.
-    domain = next(
-        f"slow{i}.com"
-        for i in range(1000)
-        if expected_outcome(f"slow{i}.com", 1000.0).task_seconds > 500
-    )
-    config = fast_config(max_task_seconds=1000.0)
-    with running_emulator(config) as emulator, httpx.Client(headers=HEADERS) as client:
-        batch_id = submit(client, emulator, [{"domain": domain, "company_name": "S"}]).json()[
-            "batch_id"
-        ]
-        (task_id,) = task_ids(client, emulator, batch_id).json()
+    domains = (f"shop{i}.com" for i in range(1000))
+    domain = next(d for d in domains if expected_outcome(d).mailboxes)
+    outcome = expected_outcome(domain)
+    with running_emulator(fast_config()) as emulator, httpx.Client(headers=HEADERS) as client:
+        clock = emulator.state.clock = StoppedClock()
+        answer = submit(client, emulator, [{"domain": domain, "company_name": "S"}])
+        batch_id = answer.json()["batch_id"]
+        (task_id,) = task_ids(client, emulator, batch_id, "PROCESSING").json()
+        task_url = f"{emulator.base_url}/api/v1/task/{task_id}"
+        status_url = f"{emulator.base_url}/api/v1/task/batch/{batch_id}/status"
 
-        task = client.get(f"{emulator.base_url}/api/v1/task/{task_id}").json()
-        counts = client.get(f"{emulator.base_url}/api/v1/task/batch/{batch_id}/status").json()
+        processing = client.get(task_url).json()
+        counts_before = client.get(status_url).json()
+        clock.now += outcome.task_seconds * FAST
+        completed = client.get(task_url).json()
+        counts_after = client.get(status_url).json()
 
-    assert task == {"task_id": task_id, "status": "PROCESSING", "tracking_id": None, "data": []}
-    assert counts["processing"] == 1
-    assert counts["batch_ready"] is False
+    assert processing == {
+        "task_id": task_id,
+        "status": "PROCESSING",
+        "tracking_id": None,
+        "data": [],
+    }
+    assert (counts_before["processing"], counts_before["batch_ready"]) == (1, False)
+    assert completed["status"] == "COMPLETED"
+    assert len(completed["data"]) == len(outcome.mailboxes)
+    assert (counts_after["completed"], counts_after["batch_ready"]) == (1, True)
 
 
 @pytest.mark.parametrize("path", ["batch/{id}/status", "batch/{id}/task_ids", "{id}"])
@@ -497,13 +515,18 @@ def test_stats_list_every_accepted_task_and_the_peak_of_submissions_in_flight():
 
 def test_stats_count_reads_and_the_busiest_second():
     with running_emulator(fast_config()) as emulator, httpx.Client(headers=HEADERS) as client:
+        clock = emulator.state.clock = StoppedClock()
+        task_url = f"{emulator.base_url}/api/v1/task/{uuid.uuid4()}"
         for _ in range(4):
-            client.get(f"{emulator.base_url}/api/v1/task/{uuid.uuid4()}")
+            client.get(task_url)
+        clock.now += 1.5
+        for _ in range(2):
+            client.get(task_url)
         client.get(f"{emulator.base_url}{BALANCE}")
         stats = emulator.state.stats()
 
-    assert stats["reads"] == 4
-    assert 1 <= stats["max_reads_in_any_second"] <= 4
+    assert stats["reads"] == 6
+    assert stats["max_reads_in_any_second"] == 4
 
 
 def test_read_rate_limit_answers_429_with_retry_after_beyond_the_limit():
@@ -511,14 +534,17 @@ def test_read_rate_limit_answers_429_with_retry_after_beyond_the_limit():
         running_emulator(fast_config(read_rate_limit=3)) as emulator,
         httpx.Client(headers=HEADERS) as client,
     ):
-        answers = [client.get(f"{emulator.base_url}/api/v1/task/{uuid.uuid4()}") for _ in range(8)]
+        clock = emulator.state.clock = StoppedClock()
+        task_url = f"{emulator.base_url}/api/v1/task/{uuid.uuid4()}"
+        within_one_second = [client.get(task_url) for _ in range(5)]
+        clock.now += 1.0
+        next_second = client.get(task_url)
 
-    codes = [answer.status_code for answer in answers]
-    assert codes[:3] == [404, 404, 404]
-    limited = [answer for answer in answers if answer.status_code == 429]
-    assert limited
-    assert all(int(answer.headers["Retry-After"]) >= 1 for answer in limited)
-    assert emulator.state.stats()["reads"] == 8
+    assert [answer.status_code for answer in within_one_second] == [404, 404, 404, 429, 429]
+    assert within_one_second[3].headers["Retry-After"] == "1"
+    assert next_second.status_code == 404
+    assert emulator.state.stats()["reads"] == 6
+    assert emulator.state.stats()["reads_rate_limited"] == 2
 
 
 # Faults

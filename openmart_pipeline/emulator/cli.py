@@ -136,7 +136,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     credits = "unlimited" if config.credits is None else config.credits
     logger.info(
-        "Openmart emulator listening on http://%s:%d (time scale %s, credits %s, %d accepted keys)",
+        "Openmart emulator listening on http://%s:%d (time scale %s, credits %s, %d keys)",
         args.host,
         args.port,
         config.time_scale,

@@ -15,7 +15,7 @@ COMMON_FAULT_KINDS = ("500", "502", "503", "429", "reset", "slow", "malformed")
 """Fault kinds every endpoint can inject."""
 
 SUBMIT_ONLY_FAULT_KINDS = ("accept_then_500", "accept_then_reset")
-"""Fault kinds that only make sense on a submission: the batch is created, then the answer fails."""
+"""Fault kinds of a submission only: the batch is created, then the answer fails."""
 
 DEFAULT_API_KEY = "emulator-key"
 UNLIMITED_BALANCE = 1_000_000_000

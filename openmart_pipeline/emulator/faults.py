@@ -48,7 +48,7 @@ def format_retry_after(seconds: float) -> str:
     """Render a ``Retry-After`` value: an integer when whole, else a short decimal."""
     if float(seconds).is_integer():
         return str(int(seconds))
-    return f"{seconds:.3f}".rstrip("0")
+    return f"{seconds:.3f}".rstrip("0").rstrip(".")
 
 
 def error_response(kind: str, retry_after_seconds: float) -> Response:
