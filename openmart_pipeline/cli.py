@@ -121,7 +121,11 @@ def _failure_messages(result) -> list[str]:
     messages = []
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
-            messages.append(event.step_failure_data.error.message.strip().splitlines()[0])
+            error = event.step_failure_data.error
+            # A user-code error is wrapped by Dagster; its cause says what happened.
+            while error.cause is not None and "DagsterExecutionStepExecutionError" in error.message:
+                error = error.cause
+            messages.append(f"{event.step_key}: {error.message.strip()}")
     return messages or ["the run failed; see its logs in the Dagster UI"]
 
 
@@ -144,7 +148,8 @@ def _print_summary(partition: str, output: str) -> None:
     print(f"{partition}: rows by status: " + ", ".join(f"{k} {v}" for k, v in statuses.items()))
     reasons = lookups["reason"].dropna().value_counts()
     if len(reasons):
-        print(f"{partition}: rejects by reason: " + ", ".join(f"{k} {v}" for k, v in reasons.items()))
+        by_reason = ", ".join(f"{k} {v}" for k, v in reasons.items())
+        print(f"{partition}: rejects by reason: {by_reason}")
     print(f"tables: {lookups_file.parent}/ and {emails_file.parent}/")
 
 

@@ -16,6 +16,7 @@ from dagster import (
 )
 
 from openmart_pipeline.assets import domain_table, domain_tables_partitions, openmart_lookups
+from openmart_pipeline.checks import ASSET_CHECKS
 from openmart_pipeline.io_manager import ParquetIOManagerFactory
 from openmart_pipeline.resources import LedgerResource, OpenmartResource
 from openmart_pipeline.resources.openmart import DEFAULT_BASE_URL
@@ -52,6 +53,7 @@ def build_resources() -> dict[str, object]:
 
 defs = Definitions(
     assets=[domain_table, openmart_lookups],
+    asset_checks=ASSET_CHECKS,
     jobs=[lookup_job],
     resources=build_resources(),
     executor=in_process_executor,

@@ -10,7 +10,9 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 from dagster import MetadataValue, TableColumn, TableSchema
-from dagster._core.definitions.metadata import TableMetadataSet  # not re-exported at top level in 1.13
+
+# TableMetadataSet is not re-exported from dagster's top level in 1.13.
+from dagster._core.definitions.metadata import TableMetadataSet
 
 from openmart_pipeline.lookups import (
     BatchRunReport,

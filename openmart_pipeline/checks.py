@@ -1,0 +1,119 @@
+"""Asset checks: lineage, mailbox quality, and the documented schemas.
+
+They run after each materialization of a partition and read the same partition back from
+the Parquet tables, so what they judge is what an analyst reads.
+"""
+
+import re
+
+import pandas as pd
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetIn,
+    MetadataValue,
+    asset_check,
+)
+
+from openmart_pipeline.schemas import COMPANY_EMAILS_SCHEMA, DOMAIN_LOOKUPS_SCHEMA, to_arrow
+
+# Deliberately plain: one @, no spaces, a dot in the domain. Deliverability is the API's job.
+EMAIL_SYNTAX = re.compile(r"^[^@\s]+@[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?\.[a-z0-9-]{2,}$", re.I)
+EXAMPLES_SHOWN = 5
+
+
+@asset_check(
+    asset="domain_lookups",
+    blocking=True,
+    additional_ins={"domain_table": AssetIn("domain_table"), "company_emails": AssetIn()},
+    description="Every input row is in domain_lookups exactly once, and every mailbox row "
+    "belongs to a found lookup with the same tracking ID.",
+)
+def lineage(
+    domain_lookups: pd.DataFrame, domain_table: pd.DataFrame, company_emails: pd.DataFrame
+) -> AssetCheckResult:
+    counts = domain_lookups["tracking_id"].value_counts()
+    missing = sorted(set(domain_table["tracking_id"]) - set(counts.index))
+    repeated = sorted(counts[counts > 1].index)
+    extra = sorted(set(counts.index) - set(domain_table["tracking_id"]))
+    found = set(domain_lookups.loc[domain_lookups["status"] == "found", "tracking_id"])
+    orphans = sorted(set(company_emails["tracking_id"]) - found)
+    return AssetCheckResult(
+        passed=not (missing or repeated or extra or orphans),
+        metadata={
+            "input_rows": len(domain_table),
+            "lookup_rows": len(domain_lookups),
+            "rows_missing": len(missing),
+            "rows_repeated": len(repeated),
+            "rows_not_in_input": len(extra),
+            "mailboxes_without_found_lookup": len(orphans),
+            "examples": MetadataValue.json((missing + repeated + extra + orphans)[:EXAMPLES_SHOWN]),
+        },
+    )
+
+
+@asset_check(
+    asset="company_emails",
+    description="Mailboxes have a valid address syntax, sit at the looked-up domain or under "
+    "it, and no (tracking ID, email) pair repeats.",
+)
+def mailboxes(company_emails: pd.DataFrame) -> AssetCheckResult:
+    emails = company_emails["email"].fillna("")
+    bad_syntax = company_emails[~emails.map(lambda e: bool(EMAIL_SYNTAX.match(e)))]
+    at = emails.str.rpartition("@")[2].str.lower()
+    domain = company_emails["domain"].str.lower()
+    under = [a == d or a.endswith("." + d) for a, d in zip(at, domain, strict=True)]
+    elsewhere = company_emails[[not ok for ok in under]]
+    duplicated = company_emails[company_emails.duplicated(["tracking_id", "email"], keep=False)]
+    return AssetCheckResult(
+        passed=bad_syntax.empty and duplicated.empty,
+        # Another domain is flagged, not failed: companies do use a second domain for mail.
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "mailboxes": len(company_emails),
+            "invalid_syntax": len(bad_syntax),
+            "invalid_syntax_examples": MetadataValue.json(
+                bad_syntax["email"].head(EXAMPLES_SHOWN).tolist()
+            ),
+            "other_domain": len(elsewhere),
+            "other_domain_examples": MetadataValue.json(
+                (elsewhere["email"] + " for " + elsewhere["domain"]).head(EXAMPLES_SHOWN).tolist()
+            ),
+            "duplicate_pairs": len(duplicated),
+        },
+    )
+
+
+def _schema_check(frame: pd.DataFrame, schema) -> AssetCheckResult:
+    try:
+        to_arrow(frame, schema)
+        problem = None
+    except (ValueError, TypeError) as error:
+        problem = str(error)
+    unexpected = [name for name in frame.columns if name not in schema.names]
+    return AssetCheckResult(
+        passed=problem is None and not unexpected,
+        metadata={
+            "columns": len(frame.columns),
+            "unexpected_columns": MetadataValue.json(unexpected),
+            "problem": problem or "",
+        },
+    )
+
+
+@asset_check(
+    asset="domain_lookups", name="schema", description="Columns and types are the documented ones."
+)
+def domain_lookups_schema(domain_lookups: pd.DataFrame) -> AssetCheckResult:
+    return _schema_check(domain_lookups, DOMAIN_LOOKUPS_SCHEMA)
+
+
+@asset_check(
+    asset="company_emails", name="schema", description="Columns and types are the documented ones."
+)
+def company_emails_schema(company_emails: pd.DataFrame) -> AssetCheckResult:
+    return _schema_check(company_emails, COMPANY_EMAILS_SCHEMA)
+
+
+ASSET_CHECKS = [lineage, mailboxes, domain_lookups_schema, company_emails_schema]
