@@ -9,7 +9,6 @@ carried over, adopted or sent, and splits the batches into steps of up to
 `batches_per_step`; each `submit_and_wait` step works all of its batches concurrently.
 """
 
-
 import asyncio
 from dataclasses import dataclass
 
@@ -55,6 +54,20 @@ from openmart_pipeline.tables_out import build_output_tables, lookups_of, output
 
 domain_tables_partitions = DynamicPartitionsDefinition(name="domain_tables")
 OPENMART_POOL = "openmart_api"
+UNFINISHED_STATUSES = ("submit_unknown", "pending", "read_failed", "not_sent")
+NEXT_STEP = {
+    "submit_unknown": "their submission may have been accepted and is never resent on its own; "
+    "check with Openmart, then run with --resubmit-unknown (may pay twice) if it was not",
+    "pending": "their batch was not ready in time; run again to read it without paying again",
+    "read_failed": "their task could not be read; run again to read it without paying again",
+    "not_sent": "their submission never reached the server; run again to send them",
+}
+
+
+def unfinished_message(counts: dict[str, int]) -> str:
+    """A run's closing error when some rows have no final result yet."""
+    parts = [f"{n} row(s) are {status}: {NEXT_STEP[status]}" for status, n in counts.items()]
+    return "The tables are written, but not every row is finished. " + "; ".join(parts) + "."
 
 
 class DomainTableConfig(Config):
@@ -146,7 +159,10 @@ def plan_batches(
     """Read the credit balance, then claim in the ledger what this run will send."""
     lookups = lookups_of(domain_table)
     settings = run_settings(config, openmart)
-    balance = asyncio.run(_credit_balance(openmart))
+    try:
+        balance = asyncio.run(_credit_balance(openmart))
+    except (PermanentApiError, ValueError) as error:
+        raise Failure(str(error), allow_retries=False) from None
     plan = plan_lookups(ledger.open(), list(lookups.values()), settings, context.run_id, balance)
 
     sending = sum(len(work.lookups) for work in plan.work if work.kind == "new")
@@ -208,7 +224,11 @@ def submit_and_wait(
 async def _work(context, openmart, ledger, batches, settings) -> BatchRunReport:
     async with openmart.client() as client:
         return await run_batches(
-            client, ledger.open(), batches, settings, log=context.log.info,
+            client,
+            ledger.open(),
+            batches,
+            settings,
+            log=context.log.info,
             warn=context.log.warning,
         )
 
@@ -235,9 +255,13 @@ def build_tables(
     yield Output(lookups, "domain_lookups", metadata=metadata["domain_lookups"])
     yield Output(emails, "company_emails", metadata=metadata["company_emails"])
 
-    remaining = int((lookups["status"] == "credit_limit").sum())
-    if remaining:
-        raise Failure(str(CreditLimitReached(remaining)), allow_retries=False)
+    # The tables are written; now say plainly what still needs the user or another run.
+    statuses = lookups["status"].value_counts()
+    if statuses.get("credit_limit", 0):
+        raise Failure(str(CreditLimitReached(int(statuses["credit_limit"]))), allow_retries=False)
+    unfinished = {s: int(statuses[s]) for s in UNFINISHED_STATUSES if statuses.get(s, 0)}
+    if unfinished:
+        raise Failure(unfinished_message(unfinished), allow_retries=False)
 
 
 @graph_multi_asset(
@@ -253,4 +277,3 @@ def openmart_lookups(domain_table: pd.DataFrame):
     reports = batches.map(submit_and_wait).collect()
     domain_lookups, company_emails = build_tables(domain_table, plan, reports)
     return {"domain_lookups": domain_lookups, "company_emails": company_emails}
-

@@ -25,19 +25,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="materialize the lookups of every domain table")
-    run.add_argument("--partition", action="append", default=[],
-                     help="only this domain table (file name); repeatable")
-    run.add_argument("--force-refresh", action="store_true",
-                     help="send every lookup again, even those with a fresh result")
-    run.add_argument("--refresh-after-days", type=float, default=30.0,
-                     help="reuse results younger than this (default: %(default)s)")
-    run.add_argument("--max-lookups", type=int, default=None,
-                     help="send at most this many lookups; the rest are over_budget")
-    run.add_argument("--resubmit-unknown", action="store_true",
-                     help="send again lookups whose earlier submission has an unknown outcome "
-                          "(MAY PAY TWICE)")
-    run.add_argument("--company-name-from-domain", action="store_true",
-                     help="derive a missing company name from the domain instead of rejecting")
+    run.add_argument(
+        "--partition",
+        action="append",
+        default=[],
+        help="only this domain table (file name); repeatable",
+    )
+    run.add_argument(
+        "--force-refresh",
+        action="store_true",
+        help="send every lookup again, even those with a fresh result",
+    )
+    run.add_argument(
+        "--refresh-after-days",
+        type=float,
+        default=30.0,
+        help="reuse results younger than this (default: %(default)s)",
+    )
+    run.add_argument(
+        "--max-lookups",
+        type=int,
+        default=None,
+        help="send at most this many lookups; the rest are over_budget",
+    )
+    run.add_argument(
+        "--resubmit-unknown",
+        action="store_true",
+        help="send again lookups whose earlier submission has an unknown outcome (MAY PAY TWICE)",
+    )
+    run.add_argument(
+        "--company-name-from-domain",
+        action="store_true",
+        help="derive a missing company name from the domain instead of rejecting",
+    )
 
     emulator = commands.add_parser("emulator", help="serve the API emulator on loopback")
     emulator_cli.configure_parser(emulator)
@@ -51,8 +71,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_command(args: argparse.Namespace) -> int:
     """Materialize the lookup assets for each domain table; 0 when every run succeeded."""
     if not os.environ.get("OPENMART_API_KEY", "").strip():
-        print("error: OPENMART_API_KEY is not set. Export the key of your Openmart account "
-              "(or the emulator's key) and run again.", file=sys.stderr)
+        print(
+            "error: OPENMART_API_KEY is not set. Export the key of your Openmart account "
+            "(or the emulator's key) and run again.",
+            file=sys.stderr,
+        )
         return 2
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").resolve())))
     home.mkdir(parents=True, exist_ok=True)
@@ -76,8 +99,11 @@ def run_command(args: argparse.Namespace) -> int:
     keys = args.partition or list(files)
     unknown = [key for key in keys if key not in files]
     if unknown or not keys:
-        print(f"error: no domain table named {', '.join(unknown) or '(any)'} under "
-              f"OPENMART_DOMAINS_PATH; found: {', '.join(files) or 'nothing'}", file=sys.stderr)
+        print(
+            f"error: no domain table named {', '.join(unknown) or '(any)'} under "
+            f"OPENMART_DOMAINS_PATH; found: {', '.join(files) or 'nothing'}",
+            file=sys.stderr,
+        )
         return 2
 
     instance = DagsterInstance.get()
@@ -99,8 +125,10 @@ def run_command(args: argparse.Namespace) -> int:
             failed.append(key)
             for message in _failure_messages(result):
                 print(f"error: {key}: {message}", file=sys.stderr)
-            print(f"run {result.run_id} failed; see it in the Dagster UI (dagster dev)",
-                  file=sys.stderr)
+            print(
+                f"run {result.run_id} failed; see it in the Dagster UI (dagster dev)",
+                file=sys.stderr,
+            )
     return 1 if failed else 0
 
 
@@ -111,8 +139,11 @@ def _run_config(args: argparse.Namespace) -> dict:
         "resubmit_unknown": args.resubmit_unknown,
         "max_lookups_per_run": args.max_lookups,
     }
-    config: dict = {"ops": {"domain_table": {"config": {
-        "company_name_from_domain": args.company_name_from_domain}}}}
+    config: dict = {
+        "ops": {
+            "domain_table": {"config": {"company_name_from_domain": args.company_name_from_domain}}
+        }
+    }
     config["ops"]["openmart_lookups"] = {"ops": {"plan_batches": {"config": plan_config}}}
     return config
 
@@ -142,9 +173,11 @@ def _print_summary(partition: str, output: str) -> None:
     emails = pd.read_parquet(emails_file) if emails_file.exists() else pd.DataFrame()
     statuses = lookups["status"].value_counts()
     sent = lookups[~lookups["carried_over"] & lookups["batch_id"].notna()]["lookup_id"].nunique()
-    print(f"{partition}: input rows {len(lookups)}; distinct lookups sent this run {sent}; "
-          f"carried over {int(lookups['carried_over'].sum())} rows; mailboxes found "
-          f"{len(emails)}; rejects {int(statuses.get('rejected', 0))}")
+    print(
+        f"{partition}: input rows {len(lookups)}; distinct lookups sent this run {sent}; "
+        f"carried over {int(lookups['carried_over'].sum())} rows; mailboxes found "
+        f"{len(emails)}; rejects {int(statuses.get('rejected', 0))}"
+    )
     print(f"{partition}: rows by status: " + ", ".join(f"{k} {v}" for k, v in statuses.items()))
     reasons = lookups["reason"].dropna().value_counts()
     if len(reasons):

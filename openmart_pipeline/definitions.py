@@ -39,6 +39,8 @@ def build_resources() -> dict[str, object]:
             api_key=EnvVar("OPENMART_API_KEY"),
             base_url=env_text("OPENMART_BASE_URL", DEFAULT_BASE_URL),
             reads_per_second=env_number("OPENMART_READS_PER_SECOND", 20.0),
+            read_timeout_seconds=env_number("OPENMART_READ_TIMEOUT_SECONDS", 20.0),
+            retry_initial_seconds=env_number("OPENMART_RETRY_INITIAL_SECONDS", 0.5),
             max_submissions_in_flight=int(env_number("OPENMART_MAX_SUBMISSIONS_IN_FLIGHT", 8)),
             poll_interval_seconds=env_number("OPENMART_POLL_INTERVAL_SECONDS", 2.0),
             poll_deadline_seconds=env_number("OPENMART_POLL_DEADLINE_SECONDS", 3600.0),

@@ -10,6 +10,8 @@
 | OPENMART_POLL_DEADLINE_SECONDS | 3600 | longest wait for a batch before it is left pending |
 | OPENMART_MAX_SUBMISSIONS_IN_FLIGHT | 8 | submissions held by the server at once |
 | OPENMART_READS_PER_SECOND | 20 | reads started per second |
+| OPENMART_READ_TIMEOUT_SECONDS | 20 | timeout of one read |
+| OPENMART_RETRY_INITIAL_SECONDS | 0.5 | first backoff wait of a retried request |
 | OPENMART_CLAIM_LEASE_SECONDS | 600 | trust in another host's unfinished claim |
 """
 

@@ -42,8 +42,12 @@ def lookups_of(table: pd.DataFrame) -> dict[str, Lookup]:
         lookup_id = row_lookup_id(row)
         if lookup_id is not None and lookup_id not in found:
             found[lookup_id] = Lookup(
-                lookup_id, row.domain, row.company_name.strip(),
-                _text(row.city), _text(row.state), _text(row.country),
+                lookup_id,
+                row.domain,
+                row.company_name.strip(),
+                _text(row.city),
+                _text(row.state),
+                _text(row.country),
             )
     return found
 
@@ -104,9 +108,7 @@ def build_output_tables(
 
 def table_schema(schema) -> TableSchema:
     """A Dagster TableSchema for one of the package's pyarrow schemas."""
-    return TableSchema(
-        columns=[TableColumn(name=f.name, type=str(f.type)) for f in schema]
-    )
+    return TableSchema(columns=[TableColumn(name=f.name, type=str(f.type)) for f in schema])
 
 
 def output_metadata(

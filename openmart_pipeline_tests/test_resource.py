@@ -437,9 +437,7 @@ def test_read_rate_limit_holds_at_most_the_configured_reads_in_any_second(api):
 
     assert len(results) == 30
     starts.sort()
-    busiest = max(
-        sum(1 for later in starts if first <= later < first + 1.0) for first in starts
-    )
+    busiest = max(sum(1 for later in starts if first <= later < first + 1.0) for first in starts)
     assert busiest <= 21
 
 
@@ -668,11 +666,6 @@ SECRET_ECHOES = [
         400,
         {"detail": ECHO},
         id="submit-400-json",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="BUG: _validation_message quotes the JSON 'detail' of a 400/422 as is, "
-            "without blanking the API key as excerpt() does for other answers",
-        ),
     ),
     pytest.param(submit, "post", SUBMIT_PATH, 400, ECHO, id="submit-400-text"),
     pytest.param(submit, "post", SUBMIT_PATH, 401, {"detail": ECHO}, id="submit-401"),
@@ -691,11 +684,6 @@ SECRET_ECHOES = [
         200,
         {"detail": ECHO},
         id="read-task-200-unreadable",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="BUG: parse_* quote the answer with excerpt() but without the API key, "
-            "so a 200 read answer that echoes the key is quoted in clear",
-        ),
     ),
     pytest.param(
         read_credit,
@@ -704,10 +692,6 @@ SECRET_ECHOES = [
         200,
         {"detail": ECHO},
         id="credit-200-unreadable",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="BUG: credit_balance quotes the answer with excerpt() without the API key",
-        ),
     ),
 ]
 
@@ -716,10 +700,12 @@ SECRET_ECHOES = [
 def test_errors_never_quote_the_api_key_even_when_the_server_echoes_it(
     api, call, method, path, code, body
 ):
-    answer = (
-        httpx.Response(code, text=body) if isinstance(body, str) else httpx.Response(code, json=body)
-    )
-    api.route(method=method.upper(), path=path).mock(side_effect=lambda request: answer)
+    def answer() -> httpx.Response:
+        if isinstance(body, str):
+            return httpx.Response(code, text=body)
+        return httpx.Response(code, json=body)
+
+    api.route(method=method.upper(), path=path).mock(side_effect=every_time(answer))
 
     with pytest.raises(OpenmartError) as caught:
         run(call)

@@ -13,8 +13,8 @@ import email.utils
 import ipaddress
 import json
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -55,6 +55,8 @@ USER_AGENT = f"openmart-pipeline/{__version__} httpx/{httpx.__version__}"
 RETRYABLE_STATUS_CODES = frozenset({429, 500, 502, 503, 504})
 MAX_RETRY_AFTER_SECONDS = 120.0
 MIN_SUBMIT_TIMEOUT_SECONDS = 60.0
+
+T = TypeVar("T")
 
 # Failures that prove a request never reached the server: no connection was opened.
 NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -265,18 +267,18 @@ class OpenmartClient:
     async def batch_status(self, batch_id: str) -> BatchStatus:
         """Read a batch's task counts and whether it is ready."""
         path = f"/api/v1/task/batch/{batch_id}/status"
-        return parse_batch_status(f"GET {path}", await self._read_json(path))
+        return self._parse(parse_batch_status, path, await self._read_json(path))
 
     async def list_task_ids(self, batch_id: str, status: str | None = None) -> list[str]:
         """List a batch's task IDs, all of them or those with one status (e.g. COMPLETED)."""
         path = f"/api/v1/task/batch/{batch_id}/task_ids"
         params = {"status": status} if status else None
-        return parse_task_ids(f"GET {path}", await self._read_json(path, params))
+        return self._parse(parse_task_ids, path, await self._read_json(path, params))
 
     async def read_task(self, task_id: str) -> TaskResult:
         """Read one task: its status, its tracking ID and the mailboxes it found."""
         path = f"/api/v1/task/{task_id}"
-        return parse_task(f"GET {path}", await self._read_json(path))
+        return self._parse(parse_task, path, await self._read_json(path))
 
     async def credit_balance(self) -> int:
         """Read the account's remaining credits (free)."""
@@ -284,10 +286,18 @@ class OpenmartClient:
         body = await self._read_json(path)
         balance = body.get("balance") if isinstance(body, dict) else None
         if isinstance(balance, bool) or not isinstance(balance, int | float):
+            shown = excerpt(json.dumps(body), self._api_key)
             raise UnexpectedResponseError(
-                f"GET {path}: no numeric 'balance' in the answer: {excerpt(json.dumps(body))}"
+                f"GET {path}: no numeric 'balance' in the answer: {shown}"
             )
         return int(balance)
+
+    def _parse(self, parser: Callable[[str, Any], T], path: str, body: Any) -> T:
+        """Parse an answer; an error quoting it has the key blanked out, keeping its type."""
+        try:
+            return parser(f"GET {path}", body)
+        except UnexpectedResponseError as error:
+            raise type(error)(str(error).replace(self._api_key, "***")) from None
 
     async def _read_json(self, path: str, params: Mapping[str, str] | None = None) -> Any:
         retrying = AsyncRetrying(
@@ -352,7 +362,7 @@ def _validation_message(
 ) -> str:
     """Say which task and field a 400/422 is about, as far as the server's detail tells."""
     try:
-        detail = str(response.json().get("detail"))
+        detail = excerpt(str(response.json().get("detail")), secret)
     except (json.JSONDecodeError, AttributeError):
         detail = excerpt(response.text, secret)
     message = f"{endpoint}: the server refused the batch ({response.status_code}): {detail}"
@@ -397,6 +407,9 @@ class OpenmartResource(ConfigurableResource):
     read_retry_seconds: float = Field(
         default=120.0, description="Total seconds one read may spend on retries."
     )
+    retry_initial_seconds: float = Field(
+        default=0.5, description="First backoff wait; it doubles, with jitter, per attempt."
+    )
     poll_interval_seconds: float = Field(
         default=2.0, description="First wait between status reads; it grows to 15 s."
     )
@@ -420,4 +433,5 @@ class OpenmartResource(ConfigurableResource):
             reads_per_second=self.reads_per_second,
             read_attempts=self.read_attempts,
             read_retry_seconds=self.read_retry_seconds,
+            retry_initial_seconds=self.retry_initial_seconds,
         )
