@@ -8,6 +8,7 @@ promised ones.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +61,11 @@ CASES = {
     "read_rate_limit": Case(
         config={"read_rate_limit": 40.0}, env={"OPENMART_READS_PER_SECOND": "60"}
     ),
-    "submit_429_is_retried": Case(faults={"submit": {"429": 0.5}}),
+    "submit_429_is_retried": Case(faults={"submit": {"429": 0.3}}),
+    "submit_429_every_time": Case(
+        faults={"submit": {"429": 1.0}}, statuses={"not_sent"}, returncode=1,
+        message="never reached the server; run again", accepted="none",
+    ),
     "submit_500_before_accepting": Case(
         faults={"submit": {"500": 1.0}}, statuses={"submit_unknown"}, returncode=1,
         message="submit_unknown", accepted="none",
@@ -142,20 +147,25 @@ def test_fault_matrix(name: str, tmp_path: Path) -> None:
 
 
 def test_credit_limit_keeps_what_completed_and_a_rerun_sends_only_the_rest(tmp_path: Path):
-    config = EmulatorConfig(time_scale=FAST, api_keys=frozenset({CANARY_KEY}), credits=150)
+    # The hold is long enough (0.5 s) to drain the account after the first submission.
+    config = EmulatorConfig(time_scale=0.02, api_keys=frozenset({CANARY_KEY}))
     with running_emulator(config) as emulator:
         workspace = Workspace(tmp_path, emulator.base_url, api_key=CANARY_KEY)
         workspace.add_table("companies.csv", company_table(COMPANIES))
 
-        first = workspace.run(OPENMART_MAX_SUBMISSIONS_IN_FLIGHT="1", **FAST_RETRIES)
+        process = workspace.start(OPENMART_MAX_SUBMISSIONS_IN_FLIGHT="1", **FAST_RETRIES)
+        wait_for(lambda: emulator.state.stats()["submissions_accepted"] >= 1, process)
+        emulator.state.set_credits(0)
+        output, _ = process.communicate(timeout=120)
+        first, _ = workspace.tables()
         accepted_first = len(accepted_domains(emulator))
         emulator.state.set_credits(None)
         second = workspace.run(**FAST_RETRIES)
         accepted = Counter(accepted_domains(emulator))
 
-    assert first.returncode == 1
-    assert "credit limit was reached: 150 lookup(s) were not sent" in first.output
-    statuses = first.domain_lookups["status"].value_counts()
+    assert process.returncode == 1
+    assert "credit limit was reached: 150 lookup(s) were not sent" in output
+    statuses = first["status"].value_counts()
     assert statuses.get("credit_limit") == 150
     assert set(statuses.index) - {"credit_limit"} <= FINAL
     assert accepted_first == 100
@@ -163,6 +173,31 @@ def test_credit_limit_keeps_what_completed_and_a_rerun_sends_only_the_rest(tmp_p
     assert set(second.domain_lookups["status"]) <= FINAL
     assert len(accepted) == COMPANIES and set(accepted.values()) == {1}
     assert files_containing(tmp_path, CANARY_KEY) == []
+
+
+def test_balance_below_the_need_sends_what_fits_and_says_so(tmp_path: Path):
+    config = EmulatorConfig(time_scale=FAST, api_keys=frozenset({CANARY_KEY}), credits=150)
+    with running_emulator(config) as emulator:
+        workspace = Workspace(tmp_path, emulator.base_url, api_key=CANARY_KEY)
+        workspace.add_table("companies.csv", company_table(COMPANIES))
+
+        run = workspace.run(**FAST_RETRIES)
+        accepted = accepted_domains(emulator)
+
+    assert run.returncode == 0, run.output
+    assert "100 over budget" in run.output
+    statuses = run.domain_lookups["status"].value_counts()
+    assert statuses.get("over_budget") == 100
+    assert len(accepted) == 150 == len(set(accepted))
+
+
+def wait_for(condition, process, timeout: float = 60.0) -> None:
+    """Wait until condition() holds while the process runs."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, process.communicate()[0]
+        assert time.monotonic() < deadline, "timed out waiting for the run"
+        time.sleep(0.02)
 
 
 def test_poll_deadline_leaves_rows_pending_and_a_rerun_collects_them(tmp_path: Path):

@@ -156,7 +156,7 @@ class OpenmartClient:
         reads_per_second: float = 20.0,
         read_attempts: int = 6,
         read_retry_seconds: float = 120.0,
-        submit_attempts: int = 3,
+        submit_attempts: int = 5,
         retry_initial_seconds: float = 0.5,
     ) -> None:
         if not api_key:
