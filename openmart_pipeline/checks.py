@@ -1,21 +1,31 @@
 """Asset checks: lineage, mailbox quality, and the documented schemas.
 
-They run after each materialization of a partition and read the same partition back from
-the Parquet tables, so what they judge is what an analyst reads.
+They run after each materialization of a partition and read that partition back from the
+Parquet tables, so what they judge is what an analyst reads. The partition comes from the
+run's tags: Dagster 1.13 hands a check on a partitioned asset every partition at once.
 """
 
 import re
 
 import pandas as pd
 from dagster import (
+    AssetCheckExecutionContext,
     AssetCheckResult,
     AssetCheckSeverity,
-    AssetIn,
     MetadataValue,
     asset_check,
 )
 
+from openmart_pipeline.io_manager import read_table
 from openmart_pipeline.schemas import COMPANY_EMAILS_SCHEMA, DOMAIN_LOOKUPS_SCHEMA, to_arrow
+from openmart_pipeline.settings import output_path
+
+PARTITION_TAG = "dagster/partition"
+
+
+def _read(context: AssetCheckExecutionContext, asset: str) -> pd.DataFrame:
+    return read_table(output_path(), asset, context.run.tags.get(PARTITION_TAG))
+
 
 # Deliberately plain: one @, no spaces, a dot in the domain. Deliverability is the API's job.
 EMAIL_SYNTAX = re.compile(r"^[^@\s]+@[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?\.[a-z0-9-]{2,}$", re.I)
@@ -25,13 +35,14 @@ EXAMPLES_SHOWN = 5
 @asset_check(
     asset="domain_lookups",
     blocking=True,
-    additional_ins={"domain_table": AssetIn("domain_table"), "company_emails": AssetIn()},
+    additional_deps=["domain_table", "company_emails"],
     description="Every input row is in domain_lookups exactly once, and every mailbox row "
     "belongs to a found lookup with the same tracking ID.",
 )
-def lineage(
-    domain_lookups: pd.DataFrame, domain_table: pd.DataFrame, company_emails: pd.DataFrame
-) -> AssetCheckResult:
+def lineage(context: AssetCheckExecutionContext) -> AssetCheckResult:
+    domain_lookups = _read(context, "domain_lookups")
+    domain_table = _read(context, "domain_table")
+    company_emails = _read(context, "company_emails")
     counts = domain_lookups["tracking_id"].value_counts()
     missing = sorted(set(domain_table["tracking_id"]) - set(counts.index))
     repeated = sorted(counts[counts > 1].index)
@@ -57,7 +68,8 @@ def lineage(
     description="Mailboxes have a valid address syntax, sit at the looked-up domain or under "
     "it, and no (tracking ID, email) pair repeats.",
 )
-def mailboxes(company_emails: pd.DataFrame) -> AssetCheckResult:
+def mailboxes(context: AssetCheckExecutionContext) -> AssetCheckResult:
+    company_emails = _read(context, "company_emails")
     emails = company_emails["email"].fillna("")
     bad_syntax = company_emails[~emails.map(lambda e: bool(EMAIL_SYNTAX.match(e)))]
     at = emails.str.rpartition("@")[2].str.lower()
@@ -104,15 +116,15 @@ def _schema_check(frame: pd.DataFrame, schema) -> AssetCheckResult:
 @asset_check(
     asset="domain_lookups", name="schema", description="Columns and types are the documented ones."
 )
-def domain_lookups_schema(domain_lookups: pd.DataFrame) -> AssetCheckResult:
-    return _schema_check(domain_lookups, DOMAIN_LOOKUPS_SCHEMA)
+def domain_lookups_schema(context: AssetCheckExecutionContext) -> AssetCheckResult:
+    return _schema_check(_read(context, "domain_lookups"), DOMAIN_LOOKUPS_SCHEMA)
 
 
 @asset_check(
     asset="company_emails", name="schema", description="Columns and types are the documented ones."
 )
-def company_emails_schema(company_emails: pd.DataFrame) -> AssetCheckResult:
-    return _schema_check(company_emails, COMPANY_EMAILS_SCHEMA)
+def company_emails_schema(context: AssetCheckExecutionContext) -> AssetCheckResult:
+    return _schema_check(_read(context, "company_emails"), COMPANY_EMAILS_SCHEMA)
 
 
 ASSET_CHECKS = [lineage, mailboxes, domain_lookups_schema, company_emails_schema]

@@ -16,13 +16,14 @@ from dagster import (
 )
 
 from openmart_pipeline.assets import domain_table, domain_tables_partitions, openmart_lookups
+from openmart_pipeline.automation import JOB_NAME, domain_table_sensor, refresh_schedule
 from openmart_pipeline.checks import ASSET_CHECKS
 from openmart_pipeline.io_manager import ParquetIOManagerFactory
 from openmart_pipeline.resources import LedgerResource, OpenmartResource
 from openmart_pipeline.resources.openmart import DEFAULT_BASE_URL
 from openmart_pipeline.settings import env_number, env_text, ledger_path, output_path
 
-LOOKUP_JOB_NAME = "openmart_lookup_job"
+LOOKUP_JOB_NAME = JOB_NAME
 
 lookup_job = define_asset_job(
     LOOKUP_JOB_NAME,
@@ -57,6 +58,8 @@ defs = Definitions(
     assets=[domain_table, openmart_lookups],
     asset_checks=ASSET_CHECKS,
     jobs=[lookup_job],
+    sensors=[domain_table_sensor],
+    schedules=[refresh_schedule],
     resources=build_resources(),
     executor=in_process_executor,
 )

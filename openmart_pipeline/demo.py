@@ -58,7 +58,10 @@ def main() -> int:
     command = [sys.executable, "-m", "openmart_pipeline.cli"]
     emulator = subprocess.Popen(
         [*command, "emulator", "--port", str(port), "--time-scale", TIME_SCALE],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         wait_until_listening(base_url, emulator, STARTUP_SECONDS)
@@ -69,10 +72,14 @@ def main() -> int:
         emulator.terminate()
         emulator.wait(timeout=15)
 
-    print(f"the emulator accepted {stats['tasks_accepted']} tasks in "
-          f"{stats['submissions_accepted']} submissions during this demo")
-    print(f"read them with: pandas.read_parquet('{env.get('OPENMART_OUTPUT_PATH', 'data/output')}"
-          "/domain_lookups') and .../company_emails")
+    print(
+        f"the emulator accepted {stats['tasks_accepted']} tasks in "
+        f"{stats['submissions_accepted']} submissions during this demo"
+    )
+    print(
+        f"read them with: pandas.read_parquet('{env.get('OPENMART_OUTPUT_PATH', 'data/output')}"
+        "/domain_lookups') and .../company_emails"
+    )
     print(f"browse the run: DAGSTER_HOME={env['DAGSTER_HOME']} .venv/bin/dagster dev")
     return code
 

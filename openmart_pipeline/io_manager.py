@@ -44,3 +44,12 @@ class ParquetIOManagerFactory(ConfigurableIOManagerFactory):
 
     def create_io_manager(self, context) -> ParquetIOManager:
         return ParquetIOManager(base_path=UPath(self.base_path))
+
+
+def read_table(base_path: str, asset: str, partition: str | None = None) -> pd.DataFrame:
+    """Read one partition of an asset's table, or all of them when no partition is given."""
+    folder = UPath(base_path) / asset
+    if partition is not None:
+        with (folder / f"{partition}{ParquetIOManager.extension}").open("rb") as handle:
+            return pq.read_table(handle).to_pandas()
+    return pq.read_table(folder.path, filesystem=folder.fs).to_pandas()

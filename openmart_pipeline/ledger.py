@@ -3,9 +3,14 @@
 Every paid step is written here before and after it happens, so a run that is killed,
 retried by Dagster, or started twice never buys the same lookup again:
 
-    intended ──POST accepted──▶ submitted ──batch_ready──▶ ready ──tasks read──▶ read
-        │
-        └──outcome unknown (timeout, 5xx, dropped, claimer died)──▶ submit_unknown
+    claimed ──POST about to go──▶ intended ──POST accepted──▶ submitted ──▶ ready ──▶ read
+                                      │
+                                      └──outcome unknown (timeout, 5xx, dropped,
+                                         claimer died)──▶ submit_unknown
+
+`claimed` reserves lookups for one process without sending anything: if that process
+dies, a later plan frees them. `intended` is written just before the POST: if the process
+dies then, nobody can tell whether the server accepted the batch.
 
 A batch's key is a hash of the lookup IDs it carries, so the same lookups map to the same
 entry. A batch the server provably refused (validation, credit limit, never connected) is
@@ -194,7 +199,7 @@ class Ledger:
     ) -> Plan:
         """Sort a run's lookups into carried, adopted, awaited, unknown and new batches.
 
-        New batches are claimed (state `intended`) in the same transaction, so no other
+        New batches are claimed (state `claimed`) in the same transaction, so no other
         process can plan the same lookups until this one has submitted or released them.
         """
         now = time.time() if now is None else now
@@ -218,8 +223,18 @@ class Ledger:
                     batch and batch.batch_id and record.status in ("sent", "read_failed", "pending")
                 ):
                     adopt[batch.batch_key] = batch
-                elif batch and batch.state == "intended" and self._claim_alive(batch, now):
+                elif (
+                    batch
+                    and batch.state in ("claimed", "intended")
+                    and self.claim_alive(batch, now)
+                ):
                     wait[batch.batch_key] = batch
+                elif batch and batch.state == "claimed":
+                    # Its claimer died before sending anything: the lookups are free again.
+                    conn.execute(
+                        sa.delete(batches_table).where(batches_table.c.batch_key == batch.batch_key)
+                    )
+                    to_send.append(lookup_id)
                 elif (
                     batch and batch.state in ("intended", "submit_unknown") and not resubmit_unknown
                 ):
@@ -254,7 +269,9 @@ class Ledger:
             return False
         return now - record.lookup_time < refresh_after_seconds
 
-    def _claim_alive(self, batch: LedgerBatch, now: float) -> bool:
+    def claim_alive(self, batch: LedgerBatch, now: float | None = None) -> bool:
+        """True while the batch's claimer may still be working on it."""
+        now = time.time() if now is None else now
         if _claimer_is_dead(batch.claimer):
             return False
         return now - (batch.claimed_at or 0.0) < self.claim_lease_seconds
@@ -267,7 +284,7 @@ class Ledger:
         conn.execute(
             sa.insert(batches_table).values(
                 batch_key=key,
-                state="intended",
+                state="claimed",
                 run_id=run_id,
                 claimer=this_process(),
                 claimed_at=now,
@@ -280,7 +297,12 @@ class Ledger:
             sa.insert(lookups_table),
             [{"lookup_id": lid, "batch_key": key, "status": "sent"} for lid in lookup_ids],
         )
-        return LedgerBatch(key, "intended", lookup_ids, claimed_at=now, claimer=this_process())
+        return LedgerBatch(key, "claimed", lookup_ids, claimed_at=now, claimer=this_process())
+
+    def mark_intended(self, batch_key: str) -> None:
+        """Record that the POST is about to be sent: from now on its outcome may be unknown."""
+        with self._engine.begin() as conn:
+            self._set_batch(conn, batch_key, state="intended", now=time.time())
 
     def mark_submitted(self, batch_key: str, batch_id: str) -> None:
         """Record the batch ID the server gave: from now on the batch is only ever adopted."""

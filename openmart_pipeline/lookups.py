@@ -274,6 +274,7 @@ class _BatchRunner:
                 self._set(batch, "credit_limit", "not sent: the account's credit limit was reached")
                 return None
             tasks = [lookup.task() for lookup in batch.lookups]
+            self.ledger.mark_intended(batch.batch_key)
             try:
                 submitted = await self.client.submit_batch(tasks, label=label)
             except CreditLimitError as error:
@@ -323,9 +324,15 @@ class _BatchRunner:
             if current.batch_id:
                 self.report.batches_adopted += 1
                 return current.batch_id
-            if current.state == "submit_unknown" or (
-                time.time() - (current.claimed_at or 0.0) > self.ledger.claim_lease_seconds
-            ):
+            if current.state == "claimed" and not self.ledger.claim_alive(current):
+                self._set(
+                    batch,
+                    "pending",
+                    "the run that claimed this lookup stopped before "
+                    "sending it; run again to send it",
+                )
+                return None
+            if current.state == "submit_unknown" or not self.ledger.claim_alive(current):
                 self._set(
                     batch,
                     "submit_unknown",

@@ -87,6 +87,9 @@ def to_arrow(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
 
 
 def _is_missing(value: object) -> bool:
-    return value is None or value is pd.NA or value is pd.NaT or (
-        isinstance(value, float) and value != value
+    return (
+        value is None
+        or value is pd.NA
+        or value is pd.NaT
+        or (isinstance(value, float) and value != value)
     )

@@ -77,6 +77,7 @@ def domain_files(path: Path | None = None) -> dict[str, Path]:
     return {
         child.name: child
         for child in sorted(path.iterdir())
-        if child.is_file() and child.suffix.lower() in DOMAIN_TABLE_SUFFIXES
+        if child.is_file()
+        and child.suffix.lower() in DOMAIN_TABLE_SUFFIXES
         and not child.name.startswith(".")
     }

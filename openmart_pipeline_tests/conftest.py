@@ -81,8 +81,11 @@ class Workspace:
         (self.root / "dagster_home").mkdir(parents=True, exist_ok=True)
         return subprocess.Popen(
             [sys.executable, "-m", "openmart_pipeline.cli", "run", *args],
-            env=self.env(**extra_env), cwd=self.root,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=self.env(**extra_env),
+            cwd=self.root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
 
     def run(self, *args: str, timeout: float = 240, **extra_env: str) -> PipelineRun:

@@ -104,9 +104,10 @@ def test_second_run_over_an_unchanged_table_sends_nothing(bundled):
 
     assert second.returncode == 0, second.output
     assert len(accepted_domains(emulator)) == accepted_after_first
-    assert second.domain_lookups["carried_over"].sum() == (
-        first.domain_lookups["status"] != "rejected"
-    ).sum()
+    assert (
+        second.domain_lookups["carried_over"].sum()
+        == (first.domain_lookups["status"] != "rejected").sum()
+    )
     columns = ["tracking_id", "status", "batch_id", "task_id", "mailbox_count"]
     before = first.domain_lookups[columns].sort_values("tracking_id").reset_index(drop=True)
     after = second.domain_lookups[columns].sort_values("tracking_id").reset_index(drop=True)

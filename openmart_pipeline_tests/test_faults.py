@@ -63,31 +63,49 @@ CASES = {
     ),
     "submit_429_is_retried": Case(faults={"submit": {"429": 0.3}}),
     "submit_429_every_time": Case(
-        faults={"submit": {"429": 1.0}}, statuses={"not_sent"}, returncode=1,
-        message="never reached the server; run again", accepted="none",
+        faults={"submit": {"429": 1.0}},
+        statuses={"not_sent"},
+        returncode=1,
+        message="never reached the server; run again",
+        accepted="none",
     ),
     "submit_500_before_accepting": Case(
-        faults={"submit": {"500": 1.0}}, statuses={"submit_unknown"}, returncode=1,
-        message="submit_unknown", accepted="none",
+        faults={"submit": {"500": 1.0}},
+        statuses={"submit_unknown"},
+        returncode=1,
+        message="submit_unknown",
+        accepted="none",
     ),
     "submit_accepted_then_500": Case(
-        faults={"submit": {"accept_then_500": 1.0}}, statuses={"submit_unknown"},
-        returncode=1, message="--resubmit-unknown",
+        faults={"submit": {"accept_then_500": 1.0}},
+        statuses={"submit_unknown"},
+        returncode=1,
+        message="--resubmit-unknown",
     ),
     "submit_accepted_then_connection_dropped": Case(
-        faults={"submit": {"accept_then_reset": 1.0}}, statuses={"submit_unknown"},
-        returncode=1, message="may pay twice",
+        faults={"submit": {"accept_then_reset": 1.0}},
+        statuses={"submit_unknown"},
+        returncode=1,
+        message="may pay twice",
     ),
     "submit_accepted_then_malformed": Case(
-        faults={"submit": {"malformed": 1.0}}, statuses={"submit_unknown"}, returncode=1,
+        faults={"submit": {"malformed": 1.0}},
+        statuses={"submit_unknown"},
+        returncode=1,
         message="submit_unknown",
     ),
     "wrong_key_401": Case(
-        api_key="not-the-key", statuses=set(), returncode=1, message="OPENMART_API_KEY",
+        api_key="not-the-key",
+        statuses=set(),
+        returncode=1,
+        message="OPENMART_API_KEY",
         accepted="none",
     ),
     "banned_account_403": Case(
-        api_key=BANNED_KEY, statuses=set(), returncode=1, message="account",
+        api_key=BANNED_KEY,
+        statuses=set(),
+        returncode=1,
+        message="account",
         accepted="none",
     ),
 }
@@ -203,7 +221,9 @@ def wait_for(condition, process, timeout: float = 60.0) -> None:
 def test_poll_deadline_leaves_rows_pending_and_a_rerun_collects_them(tmp_path: Path):
     # Tasks take up to 3 s here, the deadline is 0.3 s: the batches are not ready in time.
     config = EmulatorConfig(
-        time_scale=1.0, hold_seconds=0.01, max_task_seconds=3.0,
+        time_scale=1.0,
+        hold_seconds=0.01,
+        max_task_seconds=3.0,
         api_keys=frozenset({CANARY_KEY}),
     )
     with running_emulator(config) as emulator:
