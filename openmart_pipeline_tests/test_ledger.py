@@ -74,11 +74,11 @@ def test_plan_claims_new_lookups_in_batches_of_at_most_a_hundred(ledger):
     assert sorted(new_ids(planned)) == ids
     assert not (planned.carried or planned.adopt or planned.wait or planned.unknown)
     for batch in planned.new:
-        assert batch.state == "intended"
+        assert batch.state == "claimed"
         assert batch.batch_key == batch_key_for(batch.lookup_ids)
         stored = ledger.batch(batch.batch_key)
         assert stored is not None
-        assert stored.state == "intended"
+        assert stored.state == "claimed"
         assert sorted(stored.lookup_ids) == sorted(batch.lookup_ids)
 
 
@@ -161,7 +161,7 @@ def test_plan_resubmits_an_unknown_submission_only_when_allowed(ledger):
 
     assert sorted(new_ids(later)) == ids
     assert later.unknown == {}
-    assert ledger.batch(batch.batch_key).state == "intended"
+    assert ledger.batch(batch.batch_key).state == "claimed"
 
 
 def test_release_makes_the_lookups_new_again(ledger):
@@ -230,9 +230,21 @@ def test_recorded_results_are_new_again_once_older_than_the_refresh_age(ledger):
     assert sorted(new_ids(stale)) == ids
 
 
-def test_plan_treats_a_claim_by_a_dead_process_on_this_host_as_unknown(ledger):
+def test_plan_frees_lookups_claimed_by_a_dead_process_that_never_sent_them(ledger):
     ids = lookup_ids(20)
     (batch,) = plan(ledger, ids).new
+    set_claimer(ledger, batch.batch_key, f"{socket.gethostname()}:{dead_pid()}")
+
+    later = plan(ledger, ids, run_id="run-2")
+
+    assert later.wait == [] and later.unknown == {}
+    assert sorted(new_ids(later)) == ids
+
+
+def test_plan_treats_a_send_by_a_dead_process_on_this_host_as_unknown(ledger):
+    ids = lookup_ids(20)
+    (batch,) = plan(ledger, ids).new
+    ledger.mark_intended(batch.batch_key)
     set_claimer(ledger, batch.batch_key, f"{socket.gethostname()}:{dead_pid()}")
 
     later = plan(ledger, ids, run_id="run-2")
@@ -243,9 +255,10 @@ def test_plan_treats_a_claim_by_a_dead_process_on_this_host_as_unknown(ledger):
     assert ledger.batch(batch.batch_key).state == "submit_unknown"
 
 
-def test_plan_waits_for_a_claim_from_another_host_until_its_lease_ends(ledger):
+def test_plan_waits_for_a_send_from_another_host_until_its_lease_ends(ledger):
     ids = lookup_ids(20)
     (batch,) = plan(ledger, ids).new
+    ledger.mark_intended(batch.batch_key)
     set_claimer(ledger, batch.batch_key, "another-host.example:4242")
     claimed_at = ledger.batch(batch.batch_key).claimed_at
 
