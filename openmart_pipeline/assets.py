@@ -33,6 +33,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from openmart_pipeline.domains import load_hosted_domains
 from openmart_pipeline.errors import (
     CreditLimitReached,
     PermanentApiError,
@@ -48,12 +49,18 @@ from openmart_pipeline.lookups import (
 )
 from openmart_pipeline.resources.ledger import LedgerResource
 from openmart_pipeline.resources.openmart import OpenmartResource
-from openmart_pipeline.settings import domain_files
-from openmart_pipeline.tables import read_domain_table
+from openmart_pipeline.settings import domain_files, env_text
+from openmart_pipeline.tables import (
+    COLUMN_MAP_ENV_VAR,
+    DomainTableError,
+    parse_column_map,
+    read_domain_table,
+)
 from openmart_pipeline.tables_out import build_output_tables, lookups_of, output_metadata
 
 domain_tables_partitions = DynamicPartitionsDefinition(name="domain_tables")
 OPENMART_POOL = "openmart_api"
+HOSTED_DOMAINS_ENV_VAR = "OPENMART_HOSTED_DOMAINS_FILE"
 UNFINISHED_STATUSES = ("submit_unknown", "pending", "read_failed", "not_sent")
 NEXT_STEP = {
     "submit_unknown": "their submission may have been accepted and is never resent on its own; "
@@ -117,11 +124,16 @@ def domain_table(context: AssetExecutionContext, config: DomainTableConfig) -> p
             f"domain table {context.partition_key!r} is not in OPENMART_DOMAINS_PATH any more "
             f"(found: {', '.join(files) or 'nothing'})"
         )
-    table = read_domain_table(
-        path,
-        column_map=config.column_map or None,
-        company_name_from_domain=config.company_name_from_domain,
-    )
+    try:
+        table = read_domain_table(
+            path,
+            column_map=config.column_map or parse_column_map(env_text(COLUMN_MAP_ENV_VAR, "")),
+            company_name_from_domain=config.company_name_from_domain,
+            hosted_domains=load_hosted_domains(env_text(HOSTED_DOMAINS_ENV_VAR, "") or None),
+        )
+    except (DomainTableError, ValueError, OSError) as error:
+        # The reader's message names the file, the row or column, and the fix.
+        raise Failure(str(error), allow_retries=False) from None
     rejected = table["reason"].notna()
     context.log.info(
         f"read {len(table)} rows from {path.name}: {int((~rejected).sum())} to look up, "

@@ -70,12 +70,13 @@ def lineage(context: AssetCheckExecutionContext) -> AssetCheckResult:
 )
 def mailboxes(context: AssetCheckExecutionContext) -> AssetCheckResult:
     company_emails = _read(context, "company_emails")
-    emails = company_emails["email"].fillna("")
-    bad_syntax = company_emails[~emails.map(lambda e: bool(EMAIL_SYNTAX.match(e)))]
-    at = emails.str.rpartition("@")[2].str.lower()
-    domain = company_emails["domain"].str.lower()
-    under = [a == d or a.endswith("." + d) for a, d in zip(at, domain, strict=True)]
-    elsewhere = company_emails[[not ok for ok in under]]
+    emails = company_emails["email"].fillna("").tolist()
+    domains = company_emails["domain"].fillna("").str.lower().tolist()
+    syntax_ok = [bool(EMAIL_SYNTAX.match(email)) for email in emails]
+    at = [email.rpartition("@")[2].lower() for email in emails]
+    under = [a == d or a.endswith("." + d) for a, d in zip(at, domains, strict=True)]
+    bad_syntax = _rows(company_emails, [not ok for ok in syntax_ok])
+    elsewhere = _rows(company_emails, [not ok for ok in under])
     duplicated = company_emails[company_emails.duplicated(["tracking_id", "email"], keep=False)]
     return AssetCheckResult(
         passed=bad_syntax.empty and duplicated.empty,
@@ -94,6 +95,11 @@ def mailboxes(context: AssetCheckExecutionContext) -> AssetCheckResult:
             "duplicate_pairs": len(duplicated),
         },
     )
+
+
+def _rows(frame: pd.DataFrame, mask: list[bool]) -> pd.DataFrame:
+    """The rows where mask is true (a plain list would select columns on an empty frame)."""
+    return frame.loc[pd.Series(mask, index=frame.index, dtype=bool)]
 
 
 def _schema_check(frame: pd.DataFrame, schema) -> AssetCheckResult:

@@ -112,3 +112,34 @@ def test_second_run_over_an_unchanged_table_sends_nothing(bundled):
     before = first.domain_lookups[columns].sort_values("tracking_id").reset_index(drop=True)
     after = second.domain_lookups[columns].sort_values("tracking_id").reset_index(drop=True)
     pd.testing.assert_frame_equal(before, after)
+
+
+def test_table_without_a_domain_column_fails_with_the_columns_and_the_fix(workspace, emulator):
+    workspace.add_table("crm.csv", pd.DataFrame({"Firm": ["Acme"], "Link": ["acme.io"]}))
+
+    run = workspace.run()
+
+    assert run.returncode == 1
+    assert "'Firm'" in run.output and "'Link'" in run.output
+    assert "OPENMART_COLUMN_MAP" in run.output
+    assert accepted_domains(emulator) == []
+
+
+def test_column_map_from_the_environment_names_the_columns(workspace, emulator):
+    workspace.add_table("crm.csv", pd.DataFrame({"Firm": ["Acme"], "Link": ["acme.io"]}))
+
+    run = workspace.run(OPENMART_COLUMN_MAP="domain=Link,company_name=Firm")
+
+    assert run.returncode == 0, run.output
+    assert list(run.domain_lookups["domain"]) == ["acme.io"]
+    assert accepted_domains(emulator) == ["acme.io"]
+
+
+def test_missing_api_key_is_a_message_not_a_traceback(workspace):
+    workspace.add_table("companies.csv", COMPANIES_CSV)
+
+    run = workspace.run(OPENMART_API_KEY="")
+
+    assert run.returncode == 2
+    assert "OPENMART_API_KEY is not set" in run.output
+    assert "Traceback" not in run.output
