@@ -278,10 +278,18 @@ def build_tables(
 
 @graph_multi_asset(
     outs={
-        "domain_lookups": AssetOut(io_manager_key="parquet_io_manager", group_name="openmart"),
-        "company_emails": AssetOut(io_manager_key="parquet_io_manager", group_name="openmart"),
+        "domain_lookups": AssetOut(
+            io_manager_key="parquet_io_manager",
+            description="One row per input row, whatever happened to it: found, not_found, "
+            "errored, cancelled, rejected (with a reason) or a state that needs another run.",
+        ),
+        "company_emails": AssetOut(
+            io_manager_key="parquet_io_manager",
+            description="One row per shared mailbox found, with the tracking ID of its row.",
+        ),
     },
     partitions_def=domain_tables_partitions,
+    group_name="openmart",
 )
 def openmart_lookups(domain_table: pd.DataFrame):
     """Look up every row of a domain table: one row per input row, one per mailbox found."""

@@ -1,7 +1,8 @@
 """The sensor that notices new or changed domain tables, and the refresh schedule.
 
-The sensor's cursor maps each file to a digest of its content, so a restart of the daemon
-neither misses a change nor starts a run for a file it has already seen.
+The sensor's cursor maps each file to a digest of its content and a count of the changes
+seen, so a restart of the daemon neither misses a change nor starts a run for a file it
+has already seen; the count keeps run keys unique when a file returns to earlier content.
 """
 
 import hashlib
@@ -18,6 +19,7 @@ from dagster import (
     schedule,
     sensor,
 )
+from dagster._utils.schedules import is_valid_cron_string  # not exported at top level
 
 from openmart_pipeline.assets import domain_tables_partitions
 from openmart_pipeline.settings import domain_files, env_text
@@ -43,27 +45,46 @@ def file_digest(path) -> str:
     "and runs it; runs a changed table again (only stale or new lookups are sent).",
 )
 def domain_table_sensor(context: SensorEvaluationContext) -> SensorResult:
-    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-    current = {name: file_digest(path) for name, path in domain_files().items()}
-    changed = [name for name, digest in current.items() if seen.get(name) != digest]
+    seen: dict[str, dict] = json.loads(context.cursor) if context.cursor else {}
+    state = {}
+    requests = []
+    for name, path in domain_files().items():
+        digest = file_digest(path)
+        before = seen.get(name, {"digest": None, "changes": 0})
+        changes = before["changes"] + (before["digest"] != digest)
+        state[name] = {"digest": digest, "changes": changes}
+        if before["digest"] != digest:
+            requests.append(RunRequest(run_key=f"{name}:{changes}", partition_key=name))
 
     known = set(context.instance.get_dynamic_partitions(domain_tables_partitions.name))
-    new = [name for name in current if name not in known]
-    requests = [
-        RunRequest(run_key=f"{name}:{current[name]}", partition_key=name) for name in changed
-    ]
+    new = [name for name in state if name not in known]
     return SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=(
             [AddDynamicPartitionsRequest(domain_tables_partitions.name, new)] if new else []
         ),
-        cursor=json.dumps(current, sort_keys=True),
+        cursor=json.dumps(state, sort_keys=True),
     )
+
+
+def refresh_cron() -> str:
+    """The schedule's cron from OPENMART_REFRESH_CRON, checked so a typo gets a clear message.
+
+    Raises:
+        ValueError: naming the variable and the expected form.
+    """
+    cron = env_text("OPENMART_REFRESH_CRON", DEFAULT_REFRESH_CRON)
+    if not is_valid_cron_string(cron):
+        raise ValueError(
+            f"OPENMART_REFRESH_CRON={cron!r} is not a cron expression: use five fields, "
+            f"minute hour day-of-month month day-of-week, e.g. {DEFAULT_REFRESH_CRON!r}"
+        )
+    return cron
 
 
 @schedule(
     job_name=JOB_NAME,
-    cron_schedule=env_text("OPENMART_REFRESH_CRON", DEFAULT_REFRESH_CRON),
+    cron_schedule=refresh_cron(),
     default_status=DefaultScheduleStatus.STOPPED,
     description="Refreshes every domain table; lookups younger than refresh_after_days are "
     "carried over, so only stale ones are sent. Set OPENMART_REFRESH_CRON to change when.",

@@ -16,6 +16,7 @@ from dagster import (
     asset_check,
 )
 
+from openmart_pipeline.assets import domain_tables_partitions
 from openmart_pipeline.io_manager import read_table
 from openmart_pipeline.schemas import COMPANY_EMAILS_SCHEMA, DOMAIN_LOOKUPS_SCHEMA, to_arrow
 from openmart_pipeline.settings import output_path
@@ -24,7 +25,8 @@ PARTITION_TAG = "dagster/partition"
 
 
 def _read(context: AssetCheckExecutionContext, asset: str) -> pd.DataFrame:
-    return read_table(output_path(), asset, context.run.tags.get(PARTITION_TAG))
+    partition = context.partition_key if context.has_partition_key else None
+    return read_table(output_path(), asset, partition or context.run.tags.get(PARTITION_TAG))
 
 
 # Deliberately plain: one @, no spaces, a dot in the domain. Deliverability is the API's job.
@@ -33,6 +35,7 @@ EXAMPLES_SHOWN = 5
 
 
 @asset_check(
+    partitions_def=domain_tables_partitions,
     asset="domain_lookups",
     blocking=True,
     additional_deps=["domain_table", "company_emails"],
@@ -64,6 +67,7 @@ def lineage(context: AssetCheckExecutionContext) -> AssetCheckResult:
 
 
 @asset_check(
+    partitions_def=domain_tables_partitions,
     asset="company_emails",
     description="Mailboxes have a valid address syntax, sit at the looked-up domain or under "
     "it, and no (tracking ID, email) pair repeats.",
@@ -120,14 +124,20 @@ def _schema_check(frame: pd.DataFrame, schema) -> AssetCheckResult:
 
 
 @asset_check(
-    asset="domain_lookups", name="schema", description="Columns and types are the documented ones."
+    partitions_def=domain_tables_partitions,
+    asset="domain_lookups",
+    name="schema",
+    description="Columns and types are the documented ones.",
 )
 def domain_lookups_schema(context: AssetCheckExecutionContext) -> AssetCheckResult:
     return _schema_check(_read(context, "domain_lookups"), DOMAIN_LOOKUPS_SCHEMA)
 
 
 @asset_check(
-    asset="company_emails", name="schema", description="Columns and types are the documented ones."
+    partitions_def=domain_tables_partitions,
+    asset="company_emails",
+    name="schema",
+    description="Columns and types are the documented ones.",
 )
 def company_emails_schema(context: AssetCheckExecutionContext) -> AssetCheckResult:
     return _schema_check(_read(context, "company_emails"), COMPANY_EMAILS_SCHEMA)

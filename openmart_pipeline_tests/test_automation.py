@@ -131,12 +131,6 @@ def test_sensor_ignores_hidden_files_and_files_that_are_not_tables(domains, inst
     assert partitions_asked(result) == ["a.csv"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: automation.domain_table_sensor keys a run by file name and content digest; "
-    "Dagster launches at most one run per run_key of a sensor, so a table edited back to an "
-    "earlier content is never run again and its output keeps the discarded edit",
-)
 def test_sensor_runs_a_table_reverted_to_earlier_content_under_an_unused_run_key(
     domains, instance
 ):
@@ -232,13 +226,6 @@ def unused_loopback_url() -> str:
         return f"http://127.0.0.1:{probe.getsockname()[1]}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: automation.py passes OPENMART_REFRESH_CRON to @schedule unchecked; a bad "
-    "value makes importing the definitions raise DagsterInvalidDefinitionError, which "
-    "cli.run_command does not catch, so the user gets a traceback that never names the "
-    "variable",
-)
 def test_schedule_bad_cron_is_reported_naming_the_variable(tmp_path):
     # A missing domains folder and a closed loopback port: nothing can be sent anywhere.
     result = fresh_python(

@@ -301,12 +301,6 @@ def test_ui_shows_the_api_key_as_an_env_var_not_its_value(deployment):
     assert TEST_KEY not in str(answer)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: assets.openmart_lookups sets group_name on each AssetOut, which "
-    "@graph_multi_asset ignores (it only reads its own group_name argument), so "
-    "domain_lookups and company_emails land in the 'default' group, apart from domain_table",
-)
 def test_ui_shows_all_three_assets_in_the_openmart_group(deployment):
     nodes = deployment.query(ASSET_GROUPS)["assetNodes"]
 
@@ -357,12 +351,6 @@ def test_ui_lineage_check_judges_the_run_partition_rows(materialization):
     assert counts["rows_missing"] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the asset checks in checks.py declare no partitions_def, so their results "
-    "are recorded without the domain table they judged; the UI shows one check status for "
-    "all tables and a later table's pass hides an earlier table's failure",
-)
 def test_ui_records_each_check_result_against_its_partition(materialization):
     executions = check_executions(materialization)
 

@@ -380,15 +380,14 @@ def _validation_message(
 class OpenmartResource(ConfigurableResource):
     """Connection settings for Openmart's batch API, shared by every batch of a run.
 
-    Example:
-        ```python
+    Example::
+
         from dagster import Definitions, EnvVar
 
         defs = Definitions(
             assets=[...],
             resources={"openmart": OpenmartResource(api_key=EnvVar("OPENMART_API_KEY"))},
         )
-        ```
     """
 
     api_key: str = Field(description="Openmart API key; set it with EnvVar('OPENMART_API_KEY').")
