@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ COMPANIES_CSV = REPO / "data" / "domains" / "companies_real.csv"
 TEST_KEY = "test-key-0f9a"
 # A tiny time scale keeps the 26 s hold and the task times to a few milliseconds.
 FAST = 0.002
+FINAL = frozenset({"found", "not_found", "errored", "cancelled"})
 
 
 @dataclass
@@ -118,3 +120,22 @@ def workspace(tmp_path: Path, emulator: RunningEmulator) -> Workspace:
 def accepted_domains(emulator: RunningEmulator) -> list[str]:
     """Every domain the emulator accepted a task for, once per acceptance."""
     return [task["domain"] for task in emulator.state.stats()["accepted"]]
+
+
+def company_table(count: int, prefix: str) -> pd.DataFrame:
+    """`count` made-up companies with unique domains `<prefix><i>.com`."""
+    return pd.DataFrame(
+        {
+            "company_name": [f"{prefix.title()} Company {i}" for i in range(count)],
+            "website": [f"https://www.{prefix}{i}.com/about" for i in range(count)],
+        }
+    )
+
+
+def wait_for(condition, process, timeout: float = 60.0) -> None:
+    """Wait until condition() holds, failing if the process ends first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, process.communicate()[0]
+        assert time.monotonic() < deadline, "timed out waiting for the run"
+        time.sleep(0.01)

@@ -8,20 +8,24 @@ promised ones.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from openmart_pipeline.emulator import EmulatorConfig, FaultConfig, running_emulator
-from openmart_pipeline_tests.conftest import FAST, Workspace, accepted_domains
+from openmart_pipeline_tests.conftest import (
+    FAST,
+    FINAL,
+    Workspace,
+    accepted_domains,
+    company_table,
+    wait_for,
+)
 
 CANARY_KEY = "canary-key-7d1e5b"
 BANNED_KEY = "banned-key-93ac0f"
-FINAL = {"found", "not_found", "errored", "cancelled"}
 COMPANIES = 250  # three batches: 100, 100, 50
 FAST_RETRIES = {"OPENMART_RETRY_INITIAL_SECONDS": "0.02", "OPENMART_READ_TIMEOUT_SECONDS": "0.5"}
 
@@ -111,15 +115,6 @@ CASES = {
 }
 
 
-def company_table(count: int) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "company_name": [f"Fault Company {i}" for i in range(count)],
-            "website": [f"https://www.faultco{i}.com/about" for i in range(count)],
-        }
-    )
-
-
 def files_containing(root: Path, secret: str) -> list[str]:
     """Every file under root whose bytes contain the secret."""
     needle = secret.encode()
@@ -138,7 +133,7 @@ def test_fault_matrix(name: str, tmp_path: Path) -> None:
     )
     with running_emulator(config) as emulator:
         workspace = Workspace(tmp_path, emulator.base_url, api_key=case.api_key)
-        table = company_table(COMPANIES)
+        table = company_table(COMPANIES, "faultco")
         workspace.add_table("companies.csv", table)
 
         run = workspace.run(**{**FAST_RETRIES, **case.env})
@@ -169,7 +164,7 @@ def test_credit_limit_keeps_what_completed_and_a_rerun_sends_only_the_rest(tmp_p
     config = EmulatorConfig(time_scale=0.02, api_keys=frozenset({CANARY_KEY}))
     with running_emulator(config) as emulator:
         workspace = Workspace(tmp_path, emulator.base_url, api_key=CANARY_KEY)
-        workspace.add_table("companies.csv", company_table(COMPANIES))
+        workspace.add_table("companies.csv", company_table(COMPANIES, "faultco"))
 
         process = workspace.start(OPENMART_MAX_SUBMISSIONS_IN_FLIGHT="1", **FAST_RETRIES)
         wait_for(lambda: emulator.state.stats()["submissions_accepted"] >= 1, process)
@@ -197,7 +192,7 @@ def test_balance_below_the_need_sends_what_fits_and_says_so(tmp_path: Path):
     config = EmulatorConfig(time_scale=FAST, api_keys=frozenset({CANARY_KEY}), credits=150)
     with running_emulator(config) as emulator:
         workspace = Workspace(tmp_path, emulator.base_url, api_key=CANARY_KEY)
-        workspace.add_table("companies.csv", company_table(COMPANIES))
+        workspace.add_table("companies.csv", company_table(COMPANIES, "faultco"))
 
         run = workspace.run(**FAST_RETRIES)
         accepted = accepted_domains(emulator)
@@ -207,15 +202,6 @@ def test_balance_below_the_need_sends_what_fits_and_says_so(tmp_path: Path):
     statuses = run.domain_lookups["status"].value_counts()
     assert statuses.get("over_budget") == 100
     assert len(accepted) == 150 == len(set(accepted))
-
-
-def wait_for(condition, process, timeout: float = 60.0) -> None:
-    """Wait until condition() holds while the process runs."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert process.poll() is None, process.communicate()[0]
-        assert time.monotonic() < deadline, "timed out waiting for the run"
-        time.sleep(0.02)
 
 
 def test_poll_deadline_leaves_rows_pending_and_a_rerun_collects_them(tmp_path: Path):
@@ -228,7 +214,7 @@ def test_poll_deadline_leaves_rows_pending_and_a_rerun_collects_them(tmp_path: P
     )
     with running_emulator(config) as emulator:
         workspace = Workspace(tmp_path, emulator.base_url, api_key=CANARY_KEY)
-        workspace.add_table("companies.csv", company_table(COMPANIES))
+        workspace.add_table("companies.csv", company_table(COMPANIES, "faultco"))
 
         first = workspace.run(OPENMART_POLL_DEADLINE_SECONDS="0.3", **FAST_RETRIES)
         second = workspace.run(**FAST_RETRIES)
@@ -248,7 +234,7 @@ def test_task_reads_that_keep_failing_are_read_failed_and_a_rerun_reads_them(tmp
     config = EmulatorConfig(time_scale=FAST, api_keys=frozenset({CANARY_KEY}), faults=faults)
     with running_emulator(config) as emulator:
         workspace = Workspace(tmp_path, emulator.base_url, api_key=CANARY_KEY)
-        workspace.add_table("companies.csv", company_table(COMPANIES))
+        workspace.add_table("companies.csv", company_table(COMPANIES, "faultco"))
 
         first = workspace.run(OPENMART_RETRY_INITIAL_SECONDS="0.01")
         emulator.state.set_faults(FaultConfig())

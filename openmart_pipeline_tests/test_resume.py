@@ -16,27 +16,17 @@ import pandas as pd
 import pytest
 
 from openmart_pipeline.emulator import EmulatorConfig, running_emulator
-from openmart_pipeline_tests.conftest import FAST, TEST_KEY, Workspace, accepted_domains
+from openmart_pipeline_tests.conftest import (
+    FAST,
+    FINAL,
+    TEST_KEY,
+    Workspace,
+    accepted_domains,
+    company_table,
+    wait_for,
+)
 
-FINAL = {"found", "not_found", "errored", "cancelled"}
 COMPANIES = 450  # five batches
-
-
-def company_table(count: int) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "company_name": [f"Resume Company {i}" for i in range(count)],
-            "website": [f"resumeco{i}.com" for i in range(count)],
-        }
-    )
-
-
-def wait_for(condition, process, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert process.poll() is None, process.communicate()[0]
-        assert time.monotonic() < deadline, "timed out waiting for the run"
-        time.sleep(0.01)
 
 
 @pytest.mark.parametrize("kills_after", [1, 3], ids=["after_1_submission", "after_3"])
@@ -45,7 +35,7 @@ def test_killed_run_is_resumed_without_paying_twice(kills_after: int, tmp_path: 
     config = EmulatorConfig(time_scale=0.02, api_keys=frozenset({TEST_KEY}))
     with running_emulator(config) as emulator:
         workspace = Workspace(tmp_path, emulator.base_url)
-        workspace.add_table("companies.csv", company_table(COMPANIES))
+        workspace.add_table("companies.csv", company_table(COMPANIES, "resumeco"))
         single = {"OPENMART_MAX_SUBMISSIONS_IN_FLIGHT": "1"}
 
         process = workspace.start(**single)
@@ -70,7 +60,7 @@ def test_killed_run_is_resumed_without_paying_twice(kills_after: int, tmp_path: 
     assert len(unknown) <= 100
     if len(unknown):
         assert rerun.returncode == 1 and "submit_unknown" in rerun.output
-    finished = set(lookups.loc[lookups["status"].isin(FINAL), "website"])
+    finished = set(lookups.loc[lookups["status"].isin(FINAL), "domain"])
     assert finished == set(accepted) - set(unknown["domain"])
     assert len(finished) + len(unknown) == COMPANIES
     assert len(again.domain_lookups) == COMPANIES
@@ -81,7 +71,7 @@ def test_two_runs_at_once_buy_each_lookup_once(tmp_path: Path):
     config = EmulatorConfig(time_scale=0.01, api_keys=frozenset({TEST_KEY}))
     with running_emulator(config) as emulator:
         workspace = Workspace(tmp_path, emulator.base_url)
-        workspace.add_table("companies.csv", company_table(COMPANIES))
+        workspace.add_table("companies.csv", company_table(COMPANIES, "resumeco"))
         runs = {}
 
         def run(name: str) -> None:
@@ -105,7 +95,7 @@ def test_force_refresh_sends_everything_once_more(tmp_path: Path):
     config = EmulatorConfig(time_scale=FAST, api_keys=frozenset({TEST_KEY}))
     with running_emulator(config) as emulator:
         workspace = Workspace(tmp_path, emulator.base_url)
-        workspace.add_table("companies.csv", company_table(120))
+        workspace.add_table("companies.csv", company_table(120, "resumeco"))
 
         first = workspace.run()
         refreshed = workspace.run("--force-refresh")
