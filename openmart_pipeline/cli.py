@@ -145,6 +145,8 @@ def _run_config(args: argparse.Namespace) -> dict:
         }
     }
     config["ops"]["openmart_lookups"] = {"ops": {"plan_batches": {"config": plan_config}}}
+    # Progress and problems on the terminal; every event is still in the Dagster UI.
+    config["loggers"] = {"console": {"config": {"log_level": "INFO"}}}
     return config
 
 

@@ -56,12 +56,13 @@ def main() -> int:
     Path(env["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
 
     command = [sys.executable, "-m", "openmart_pipeline.cli"]
+    log_path = Path(env["DAGSTER_HOME"]) / "emulator.log"
+    log = log_path.open("w")  # a file, not a pipe: nobody drains a pipe during the run
     emulator = subprocess.Popen(
         [*command, "emulator", "--port", str(port), "--time-scale", TIME_SCALE],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         wait_until_listening(base_url, emulator, STARTUP_SECONDS)
@@ -71,6 +72,7 @@ def main() -> int:
     finally:
         emulator.terminate()
         emulator.wait(timeout=15)
+        log.close()
 
     print(
         f"the emulator accepted {stats['tasks_accepted']} tasks in "
@@ -80,6 +82,7 @@ def main() -> int:
         f"read them with: pandas.read_parquet('{env.get('OPENMART_OUTPUT_PATH', 'data/output')}"
         "/domain_lookups') and .../company_emails"
     )
+    print(f"the emulator's log: {log_path}")
     print(f"browse the run: DAGSTER_HOME={env['DAGSTER_HOME']} .venv/bin/dagster dev")
     return code
 

@@ -112,6 +112,18 @@ def _retry_after_seconds(response: httpx.Response) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
+def read_limiter(reads_per_second: float) -> AsyncLimiter:
+    """A leaky bucket that never lets more than `reads_per_second` start in any second.
+
+    The bucket holds `burst` reads and drains at `reads_per_second - burst`, so a window of
+    one second sees at most burst + (rate - burst) = rate starts. The small burst lets the
+    client catch up after the event loop was busy, instead of losing that time for good.
+    """
+    burst = max(1, int(reads_per_second // 20))
+    drain = reads_per_second - burst if reads_per_second > burst else reads_per_second
+    return AsyncLimiter(burst, burst / drain)
+
+
 class _WaitForServer:
     """Tenacity wait: the server's `Retry-After` when it gave one, else backoff with jitter."""
 
@@ -175,9 +187,7 @@ class OpenmartClient:
         self._read_retry_seconds = read_retry_seconds
         self._submit_attempts = submit_attempts
         self._wait = _WaitForServer(retry_initial_seconds, maximum=30.0)
-        # One request per 1/rate seconds and no burst: no one-second window ever holds
-        # more than the configured rate.
-        self._read_limiter = AsyncLimiter(1, 1.0 / reads_per_second)
+        self._read_limiter = read_limiter(reads_per_second)
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             headers={"X-API-Key": api_key, "User-Agent": USER_AGENT, "Accept": "application/json"},
