@@ -164,28 +164,30 @@ def _failure_messages(result) -> list[str]:
 
 def _print_summary(partition: str, output: str) -> None:
     """Print what the run's tables hold for one partition."""
-    import pandas as pd
+    from openmart_pipeline.io_manager import read_table
 
-    lookups_file = Path(output) / "domain_lookups" / f"{partition}.parquet"
-    emails_file = Path(output) / "company_emails" / f"{partition}.parquet"
-    if not lookups_file.exists():
+    try:
+        lookups = read_table(output, "domain_lookups", partition)
+    except FileNotFoundError:
         print(f"{partition}: no domain_lookups table was written", file=sys.stderr)
         return
-    lookups = pd.read_parquet(lookups_file)
-    emails = pd.read_parquet(emails_file) if emails_file.exists() else pd.DataFrame()
+    try:
+        mailboxes = len(read_table(output, "company_emails", partition))
+    except FileNotFoundError:
+        mailboxes = 0
     statuses = lookups["status"].value_counts()
     sent = lookups[~lookups["carried_over"] & lookups["batch_id"].notna()]["lookup_id"].nunique()
     print(
         f"{partition}: input rows {len(lookups)}; distinct lookups sent this run {sent}; "
         f"carried over {int(lookups['carried_over'].sum())} rows; mailboxes found "
-        f"{len(emails)}; rejects {int(statuses.get('rejected', 0))}"
+        f"{mailboxes}; rejects {int(statuses.get('rejected', 0))}"
     )
     print(f"{partition}: rows by status: " + ", ".join(f"{k} {v}" for k, v in statuses.items()))
     reasons = lookups["reason"].dropna().value_counts()
     if len(reasons):
         by_reason = ", ".join(f"{k} {v}" for k, v in reasons.items())
         print(f"{partition}: rejects by reason: {by_reason}")
-    print(f"tables: {lookups_file.parent}/ and {emails_file.parent}/")
+    print(f"tables: {output.rstrip('/')}/domain_lookups/ and {output.rstrip('/')}/company_emails/")
 
 
 if __name__ == "__main__":

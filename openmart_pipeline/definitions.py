@@ -21,7 +21,7 @@ from openmart_pipeline.checks import ASSET_CHECKS
 from openmart_pipeline.io_manager import ParquetIOManagerFactory
 from openmart_pipeline.resources import LedgerResource, OpenmartResource
 from openmart_pipeline.resources.openmart import DEFAULT_BASE_URL
-from openmart_pipeline.settings import env_number, env_text, ledger_path, output_path
+from openmart_pipeline.settings import env_number, env_text, ledger_location, output_path
 
 LOOKUP_JOB_NAME = JOB_NAME
 
@@ -47,7 +47,7 @@ def build_resources() -> dict[str, object]:
             poll_deadline_seconds=env_number("OPENMART_POLL_DEADLINE_SECONDS", 3600.0),
         ),
         "ledger": LedgerResource(
-            path=str(ledger_path()),
+            path=ledger_location(),
             claim_lease_seconds=env_number("OPENMART_CLAIM_LEASE_SECONDS", 600.0),
         ),
         "parquet_io_manager": ParquetIOManagerFactory(base_path=output_path()),

@@ -16,9 +16,10 @@ A batch's key is a hash of the lookup IDs it carries, so the same lookups map to
 entry. A batch the server provably refused (validation, credit limit, never connected) is
 released: its row is deleted and its lookups become unsent again.
 
-Planning a run happens in one write transaction (SQLite `BEGIN IMMEDIATE`), so two runs
-over overlapping lookups serialize there: the second sees the first's claims and waits for
-them instead of submitting the same lookups.
+Planning a run happens in one write transaction (SQLite `BEGIN IMMEDIATE`, or a table lock
+on PostgreSQL), so two runs over overlapping lookups serialize there, even on different
+machines sharing one database: the second sees the first's claims and waits for them
+instead of submitting the same lookups.
 """
 
 from __future__ import annotations
@@ -160,27 +161,40 @@ def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
 
 
 class Ledger:
-    """Durable record of batches and lookup results, in SQLite beside the outputs.
+    """Durable record of batches and lookup results: SQLite beside the outputs, or a database.
 
     Args:
-        path: the SQLite file; its folder is created when missing.
+        location: an SQLite file path (its folder is created when missing), or an
+            SQLAlchemy database URL such as `postgresql://user@host/db` for runs on
+            several machines.
         claim_lease_seconds: how long a claim by a process on another host (or one whose
             liveness cannot be checked) is trusted before its outcome counts as unknown.
     """
 
-    def __init__(self, path: str | os.PathLike[str], claim_lease_seconds: float = 600.0) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(
+        self, location: str | os.PathLike[str], claim_lease_seconds: float = 600.0
+    ) -> None:
         self.claim_lease_seconds = claim_lease_seconds
-        self._engine = sa.create_engine(
-            f"sqlite:///{self.path}", connect_args={"timeout": 60}, poolclass=sa.pool.NullPool
-        )
-        sa.event.listen(self._engine, "connect", _sqlite_connect)
-        sa.event.listen(self._engine, "begin", _sqlite_begin_immediate)
+        self.path: Path | None = None  # the SQLite file, when the ledger is one
+        if "://" in str(location):
+            url = sa.engine.make_url(str(location))
+            if url.drivername == "postgresql":
+                url = url.set(drivername="postgresql+psycopg")
+            self._engine = sa.create_engine(url, pool_pre_ping=True)
+            self._shown = url.render_as_string(hide_password=True)
+        else:
+            path = self.path = Path(location)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._engine = sa.create_engine(
+                f"sqlite:///{path}", connect_args={"timeout": 60}, poolclass=sa.pool.NullPool
+            )
+            sa.event.listen(self._engine, "connect", _sqlite_connect)
+            sa.event.listen(self._engine, "begin", _sqlite_begin_immediate)
+            self._shown = str(path)
         _metadata.create_all(self._engine)
 
     def __repr__(self) -> str:
-        return f"Ledger(path={str(self.path)!r})"
+        return f"Ledger({self._shown!r})"
 
     def dispose(self) -> None:
         """Close the ledger's connections."""
@@ -206,6 +220,7 @@ class Ledger:
         wanted = sorted(set(lookup_ids))
         plan = Plan()
         with self._engine.begin() as conn:
+            self._serialize_planners(conn)
             records = self._load_lookups(conn, wanted)
             batches = self._load_batches(
                 conn, {r.batch_key for r in records.values() if r.batch_key}
@@ -268,6 +283,12 @@ class Ledger:
         if force or record.status not in REUSABLE_OUTCOMES or record.lookup_time is None:
             return False
         return now - record.lookup_time < refresh_after_seconds
+
+    def _serialize_planners(self, conn: sa.Connection) -> None:
+        """Make concurrent plans take turns (SQLite does it with BEGIN IMMEDIATE)."""
+        if conn.dialect.name == "postgresql":
+            # This mode conflicts with itself and with row updates: one planner at a time.
+            conn.execute(sa.text("LOCK TABLE batches IN SHARE ROW EXCLUSIVE MODE"))
 
     def claim_alive(self, batch: LedgerBatch, now: float | None = None) -> bool:
         """True while the batch's claimer may still be working on it."""

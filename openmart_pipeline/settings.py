@@ -5,7 +5,8 @@
 | OPENMART_API_KEY | (none) | the key, sent only in the X-API-Key header |
 | OPENMART_BASE_URL | https://api.openmart.ai | the API (or the emulator on loopback) |
 | OPENMART_DOMAINS_PATH | data/domains | a domain table, or a folder of them |
-| OPENMART_OUTPUT_PATH | data/output | the Parquet tables and the ledger |
+| OPENMART_OUTPUT_PATH | data/output | the Parquet tables (a folder or s3://, gs://...) |
+| OPENMART_LEDGER_URL | (SQLite beside the outputs) | a database for the ledger |
 | OPENMART_POLL_INTERVAL_SECONDS | 2 | first wait between status reads |
 | OPENMART_POLL_DEADLINE_SECONDS | 3600 | longest wait for a batch before it is left pending |
 | OPENMART_MAX_SUBMISSIONS_IN_FLIGHT | 8 | submissions held by the server at once |
@@ -55,9 +56,29 @@ def output_path() -> str:
     return env_text("OPENMART_OUTPUT_PATH", "data/output")
 
 
-def ledger_path() -> Path:
-    """The ledger lives beside the outputs, so every run pointed there sees it."""
-    return Path(output_path()) / "ledger.sqlite"
+def is_local(path: str) -> bool:
+    """True for a local folder, False for a URL such as s3://bucket/prefix."""
+    return "://" not in path or path.startswith("file://")
+
+
+def ledger_location() -> str:
+    """Where the ledger lives: OPENMART_LEDGER_URL, or an SQLite file beside local outputs.
+
+    Raises:
+        ValueError: when the outputs are remote and no ledger database is configured, since
+            an SQLite file cannot be shared through object storage.
+    """
+    url = env_text("OPENMART_LEDGER_URL", "")
+    if url:
+        return url
+    output = output_path()
+    if not is_local(output):
+        raise ValueError(
+            f"OPENMART_OUTPUT_PATH is {output!r}, not a local folder: set OPENMART_LEDGER_URL "
+            "to a database every run can reach (e.g. postgresql://user@host/openmart), so runs "
+            "on different machines share one ledger"
+        )
+    return str(Path(output.removeprefix("file://")) / "ledger.sqlite")
 
 
 def domain_files(path: Path | None = None) -> dict[str, Path]:

@@ -9,9 +9,12 @@ from openmart_pipeline.ledger import Ledger
 
 
 class LedgerResource(ConfigurableResource):
-    """The ledger of batches, an SQLite file beside the outputs."""
+    """The ledger of batches: an SQLite file beside the outputs, or a database URL."""
 
-    path: str = Field(description="The ledger's SQLite file, e.g. data/output/ledger.sqlite.")
+    path: str = Field(
+        description="The ledger's SQLite file (e.g. data/output/ledger.sqlite) or a database "
+        "URL (postgresql://user@host/db) shared by runs on several machines."
+    )
     claim_lease_seconds: float = Field(
         default=600.0,
         description="How long an unfinished claim by a process on another host is trusted.",
