@@ -246,7 +246,7 @@ class _BatchRunner:
     async def _work(self, batch: BatchWork, label: str) -> None:
         try:
             if batch.kind == "new":
-                batch_id = await self._submit(batch, label)
+                batch_id = await self._submit_once(batch, label)
             elif batch.kind == "wait":
                 batch_id = await self._wait_for_claim(batch, label)
             else:
@@ -257,6 +257,32 @@ class _BatchRunner:
                 await self._collect(batch, batch_id, label)
         finally:
             self.progress.batch_read(len(batch.lookups))
+
+    async def _submit_once(self, batch: BatchWork, label: str) -> str | None:
+        """Submit a claimed batch, unless an earlier attempt of this step already did.
+
+        A Dagster retry of the step hands over the same batches; the ledger tells which of
+        them were sent, so none is paid for twice.
+        """
+        current = self.ledger.batch(batch.batch_key)
+        if current is not None and current.state == "claimed":
+            return await self._submit(batch, label)
+        if current is not None and current.batch_id:
+            self.report.batches_adopted += 1
+            self.log(f"{label}: already submitted as batch_id {current.batch_id}; adopting it")
+            return current.batch_id
+        if current is not None:
+            message = current.message or (
+                "an earlier attempt of this step may have submitted it; it is not sent again"
+            )
+            self._set(batch, "submit_unknown", message)
+            return None
+        self._set(
+            batch,
+            "not_sent",
+            "an earlier attempt of this step released it unsent; run again to send it",
+        )
+        return None
 
     def _set(
         self, batch: BatchWork, status: str, message: str, batch_id: str | None = None

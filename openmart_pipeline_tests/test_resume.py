@@ -6,6 +6,7 @@ which the process cannot catch, so what survives is only what the ledger had wri
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 import time
@@ -16,6 +17,16 @@ import pandas as pd
 import pytest
 
 from openmart_pipeline.emulator import EmulatorConfig, running_emulator
+from openmart_pipeline.ledger import Ledger
+from openmart_pipeline.lookups import (
+    BatchRunReport,
+    Lookup,
+    RunSettings,
+    lookup_id_for,
+    plan_lookups,
+    run_batches,
+)
+from openmart_pipeline.resources.openmart import OpenmartClient
 from openmart_pipeline_tests.conftest import (
     FAST,
     FINAL,
@@ -139,3 +150,30 @@ def test_duplicate_rows_share_one_lookup_and_each_keeps_its_row(tmp_path: Path):
     per_row = emails.groupby("tracking_id").size()
     for row in acme.itertuples():
         assert per_row.get(row.tracking_id, 0) == row.mailbox_count
+
+
+def test_a_retried_step_adopts_what_its_first_attempt_submitted(tmp_path: Path):
+    config = EmulatorConfig(time_scale=FAST, api_keys=frozenset({TEST_KEY}))
+    names = [(f"retryco{i}.com", f"Retry {i}") for i in range(150)]
+    lookups = [Lookup(lookup_id_for(d, n, None, None, None), d, n) for d, n in names]
+    settings = RunSettings(poll_interval_seconds=0.05)
+    with running_emulator(config) as emulator:
+        ledger = Ledger(tmp_path / "ledger.sqlite")
+        plan = plan_lookups(ledger, lookups, settings, run_id="run-1")
+
+        async def attempt() -> BatchRunReport:
+            # What a Dagster retry of submit_and_wait does: the same batches once more.
+            client = OpenmartClient(
+                api_key=TEST_KEY, base_url=emulator.base_url, reads_per_second=500
+            )
+            async with client:
+                return await run_batches(client, ledger, plan.work, settings, log=lambda _: None)
+
+        first = asyncio.run(attempt())
+        second = asyncio.run(attempt())
+        accepted = Counter(accepted_domains(emulator))
+
+    assert first.batches_submitted == 2
+    assert second.batches_submitted == 0 and second.batches_adopted == 2
+    assert len(accepted) == 150 and set(accepted.values()) == {1}
+    assert {result.status for result in second.results.values()} <= FINAL
