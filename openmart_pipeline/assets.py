@@ -61,13 +61,15 @@ from openmart_pipeline.tables_out import build_output_tables, lookups_of, output
 domain_tables_partitions = DynamicPartitionsDefinition(name="domain_tables")
 OPENMART_POOL = "openmart_api"
 HOSTED_DOMAINS_ENV_VAR = "OPENMART_HOSTED_DOMAINS_FILE"
-UNFINISHED_STATUSES = ("submit_unknown", "pending", "read_failed", "not_sent")
+UNFINISHED_STATUSES = ("submit_unknown", "pending", "read_failed", "not_sent", "over_budget")
 NEXT_STEP = {
     "submit_unknown": "their submission may have been accepted and is never resent on its own; "
     "check with Openmart, then run with --resubmit-unknown (may pay twice) if it was not",
     "pending": "their batch was not ready in time; run again to read it without paying again",
     "read_failed": "their task could not be read; run again to read it without paying again",
     "not_sent": "their submission never reached the server; run again to send them",
+    "over_budget": "they were not sent because of --max-lookups (max_lookups_per_run) or the "
+    "credit balance; raise the cap or add credits, then run again to send only them",
 }
 
 
@@ -101,6 +103,10 @@ class LookupRunConfig(Config):
         default=False,
         description="Send again lookups whose earlier submission has an unknown outcome. "
         "May pay twice.",
+    )
+    retry_errored: bool = Field(
+        default=False,
+        description="Send again lookups whose last result was errored or cancelled.",
     )
     max_lookups_per_run: int | None = Field(
         default=None, description="Most lookups this run may send; the rest are over_budget."
@@ -204,6 +210,7 @@ def run_settings(config: LookupRunConfig, openmart: OpenmartResource) -> RunSett
         refresh_after_days=config.refresh_after_days,
         force_refresh=config.force_refresh,
         resubmit_unknown=config.resubmit_unknown,
+        retry_errored=config.retry_errored,
         max_lookups_per_run=config.max_lookups_per_run,
         max_submissions_in_flight=openmart.max_submissions_in_flight,
         poll_interval_seconds=openmart.poll_interval_seconds,

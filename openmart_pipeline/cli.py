@@ -38,15 +38,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     run.add_argument(
         "--refresh-after-days",
-        type=float,
+        type=_non_negative(float),
         default=30.0,
         help="reuse results younger than this (default: %(default)s)",
     )
     run.add_argument(
         "--max-lookups",
-        type=int,
+        type=_non_negative(int),
         default=None,
         help="send at most this many lookups; the rest are over_budget",
+    )
+    run.add_argument(
+        "--retry-errored",
+        action="store_true",
+        help="send again lookups whose last result was errored or cancelled (they are "
+        "otherwise kept like any result younger than --refresh-after-days)",
     )
     run.add_argument(
         "--resubmit-unknown",
@@ -68,6 +74,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_command(args)
 
 
+def _non_negative(kind):
+    """An argparse type: a number of `kind` that is zero or more."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{text} is negative; give 0 or more")
+        return value
+
+    return parse
+
+
+DEFAULT_INSTANCE_CONFIG = """\
+# Written by openmart-pipeline for its default DAGSTER_HOME; edit freely.
+# One submit-and-wait step at a time across runs keeps them within the API's read rate.
+concurrency:
+  pools:
+    default_limit: 1
+telemetry:
+  enabled: false
+nux:
+  enabled: false
+"""
+
+
+def prepare_default_home(home: Path) -> Path:
+    """Create the package's default DAGSTER_HOME, with its dagster.yaml when it has none."""
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(DEFAULT_INSTANCE_CONFIG)
+    return home
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Materialize the lookup assets for each domain table; 0 when every run succeeded."""
     if not os.environ.get("OPENMART_API_KEY", "").strip():
@@ -77,7 +120,9 @@ def run_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").resolve())))
+    if not os.environ.get("DAGSTER_HOME"):
+        os.environ["DAGSTER_HOME"] = str(prepare_default_home(Path(".dagster_home").resolve()))
+    home = Path(os.environ["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
 
     # Imported here so that a bad setting is reported as a message, not an import traceback.
@@ -120,7 +165,11 @@ def run_command(args: argparse.Namespace) -> int:
         result = job.execute_in_process(
             instance=instance, partition_key=key, run_config=run_config, raise_on_error=False
         )
-        _print_summary(key, output_path())
+        metadata = _materialization_metadata(result, "domain_lookups")
+        if metadata is None:
+            print(f"{key}: this run wrote no tables", file=sys.stderr)
+        else:
+            _print_summary(key, output_path(), metadata)
         if not result.success:
             failed.append(key)
             for message in _failure_messages(result):
@@ -137,6 +186,7 @@ def _run_config(args: argparse.Namespace) -> dict:
         "force_refresh": args.force_refresh,
         "refresh_after_days": args.refresh_after_days,
         "resubmit_unknown": args.resubmit_unknown,
+        "retry_errored": args.retry_errored,
         "max_lookups_per_run": args.max_lookups,
     }
     config: dict = {
@@ -162,8 +212,18 @@ def _failure_messages(result) -> list[str]:
     return messages or ["the run failed; see its logs in the Dagster UI"]
 
 
-def _print_summary(partition: str, output: str) -> None:
-    """Print what the run's tables hold for one partition."""
+def _materialization_metadata(result, asset: str) -> dict | None:
+    """The metadata of the run's materialization of `asset`, or None if it wrote none."""
+    for event in result.all_events:
+        if event.is_step_materialization:
+            materialization = event.step_materialization_data.materialization
+            if materialization.asset_key.path[-1] == asset:
+                return {name: value.value for name, value in materialization.metadata.items()}
+    return None
+
+
+def _print_summary(partition: str, output: str, metadata: dict) -> None:
+    """Print what the run's tables hold for one partition, and what the run sent."""
     from openmart_pipeline.io_manager import read_table
 
     try:
@@ -176,7 +236,7 @@ def _print_summary(partition: str, output: str) -> None:
     except FileNotFoundError:
         mailboxes = 0
     statuses = lookups["status"].value_counts()
-    sent = lookups[~lookups["carried_over"] & lookups["batch_id"].notna()]["lookup_id"].nunique()
+    sent = metadata.get("lookups_sent", 0)
     print(
         f"{partition}: input rows {len(lookups)}; distinct lookups sent this run {sent}; "
         f"carried over {int(lookups['carried_over'].sum())} rows; mailboxes found "

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import httpx
 
+from openmart_pipeline.cli import prepare_default_home
+
 DEMO_KEY = "demo-key"
 TIME_SCALE = "0.05"  # the 26 s hold becomes 1.3 s
 STARTUP_SECONDS = 30.0
@@ -52,7 +54,8 @@ def main() -> int:
         OPENMART_POLL_INTERVAL_SECONDS="0.2",
         OPENMART_READS_PER_SECOND="200",
     )
-    env.setdefault("DAGSTER_HOME", str(Path(".dagster_home").resolve()))
+    if not env.get("DAGSTER_HOME"):
+        env["DAGSTER_HOME"] = str(prepare_default_home(Path(".dagster_home").resolve()))
     Path(env["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
 
     command = [sys.executable, "-m", "openmart_pipeline.cli"]

@@ -37,7 +37,8 @@ import sqlalchemy as sa
 
 BATCH_SIZE = 100
 FINAL_TASK_OUTCOMES = frozenset({"found", "not_found", "errored", "cancelled"})
-REUSABLE_OUTCOMES = FINAL_TASK_OUTCOMES  # errored and cancelled too: resent only on refresh
+REUSABLE_OUTCOMES = FINAL_TASK_OUTCOMES  # errored and cancelled too, unless retry_errored
+RETRYABLE_OUTCOMES = frozenset({"errored", "cancelled"})
 
 _metadata = sa.MetaData()
 batches_table = sa.Table(
@@ -208,6 +209,7 @@ class Ledger:
         refresh_after_seconds: float,
         force_refresh: bool = False,
         resubmit_unknown: bool = False,
+        retry_errored: bool = False,
         max_new: int | None = None,
         now: float | None = None,
     ) -> Plan:
@@ -232,7 +234,10 @@ class Ledger:
             for lookup_id in wanted:
                 record = records.get(lookup_id)
                 batch = batches.get(record.batch_key) if record and record.batch_key else None
-                if record and self._is_fresh(record, now, refresh_after_seconds, force_refresh):
+                reuse = not force_refresh and not (
+                    retry_errored and record is not None and record.status in RETRYABLE_OUTCOMES
+                )
+                if record and self._is_fresh(record, now, refresh_after_seconds, not reuse):
                     plan.carried[lookup_id] = record
                 elif (
                     batch and batch.batch_id and record.status in ("sent", "read_failed", "pending")

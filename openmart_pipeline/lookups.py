@@ -25,7 +25,13 @@ from openmart_pipeline.errors import (
     TransientApiError,
     UnknownStatusError,
 )
-from openmart_pipeline.ledger import Ledger, LedgerBatch, LookupRecord, TaskOutcome
+from openmart_pipeline.ledger import (
+    FINAL_TASK_OUTCOMES,
+    Ledger,
+    LedgerBatch,
+    LookupRecord,
+    TaskOutcome,
+)
 from openmart_pipeline.progress import Progress
 from openmart_pipeline.resources.openmart import OpenmartClient
 from openmart_pipeline.resources.responses import TaskResult
@@ -95,6 +101,7 @@ class RunSettings:
     refresh_after_days: float = 30.0
     force_refresh: bool = False
     resubmit_unknown: bool = False
+    retry_errored: bool = False
     max_lookups_per_run: int | None = None
     max_submissions_in_flight: int = 8
     poll_interval_seconds: float = 2.0
@@ -170,6 +177,7 @@ def plan_lookups(
         refresh_after_seconds=settings.refresh_after_days * 86400.0,
         force_refresh=settings.force_refresh,
         resubmit_unknown=settings.resubmit_unknown,
+        retry_errored=settings.retry_errored,
         max_new=min(caps) if caps else None,
     )
 
@@ -180,14 +188,17 @@ def plan_lookups(
             batch_id=batch.batch_id,
             message=(
                 f"an earlier submission of this lookup (ledger batch {batch.batch_key}) may have "
-                "been accepted; it is not sent again unless resubmit_unknown is set (may pay "
-                "twice)"
+                "been accepted; it is not sent again unless you run with --resubmit-unknown "
+                "(resubmit_unknown in the run config), which may pay twice"
             ),
         )
     for lookup_id in plan.over_budget:
         results[lookup_id] = LookupResult(
             status="over_budget",
-            message="not sent: the run's max_lookups_per_run or the credit balance ran out",
+            message=(
+                f"not sent: this run could send {min(caps) if caps else 0} lookup(s) "
+                f"(--max-lookups {settings.max_lookups_per_run}, credit balance {balance})"
+            ),
         )
 
     def work(kind: str, batch: LedgerBatch) -> BatchWork:
@@ -284,6 +295,20 @@ class _BatchRunner:
         )
         return None
 
+    def _take_recorded(self, batch: BatchWork, lookups: Sequence[Lookup]) -> list[LookupRecord]:
+        """Use the final results the ledger already holds for these lookups of this batch."""
+        records = self.ledger.records(lookup.lookup_id for lookup in lookups)
+        taken = [
+            record
+            for record in records.values()
+            if record.batch_key == batch.batch_key
+            and record.status in FINAL_TASK_OUTCOMES
+            and record.task_id
+        ]
+        for record in taken:
+            self.report.results[record.lookup_id] = _carried(record)
+        return taken
+
     def _set(
         self, batch: BatchWork, status: str, message: str, batch_id: str | None = None
     ) -> None:
@@ -335,10 +360,19 @@ class _BatchRunner:
         return submitted.batch_id
 
     async def _wait_for_claim(self, batch: BatchWork, label: str) -> str | None:
-        """Wait while another live process submits a batch this run also needs."""
-        self.log(f"{label}: another run is submitting these lookups; waiting for its batch ID")
+        """Wait while another live process submits and reads a batch this run also needs."""
+        self.log(f"{label}: another run is sending these lookups; waiting for its results")
+        deadline = time.monotonic() + self.settings.poll_deadline_seconds
         while True:
             await asyncio.sleep(self.settings.poll_interval_seconds)
+            if time.monotonic() > deadline:
+                self._set(
+                    batch,
+                    "pending",
+                    "another run was still working on this lookup at "
+                    "the poll deadline; run again to collect its result",
+                )
+                return None
             current = self.ledger.batch(batch.batch_key)
             if current is None:
                 self._set(
@@ -347,9 +381,16 @@ class _BatchRunner:
                     "the run that claimed this lookup did not send it; run again to send it",
                 )
                 return None
-            if current.batch_id:
+            if current.state == "read":
+                # The other run read every task: take its results instead of reading again.
+                self._take_recorded(batch, batch.lookups)
+                return None
+            if current.batch_id and not self.ledger.claim_alive(current):
+                # Submitted, then its run stopped: read the batch ourselves.
                 self.report.batches_adopted += 1
                 return current.batch_id
+            if current.batch_id:
+                continue
             if current.state == "claimed" and not self.ledger.claim_alive(current):
                 self._set(
                     batch,
@@ -424,6 +465,11 @@ class _BatchRunner:
             )
             return
 
+        # Tasks an earlier run already read (before a read failure elsewhere in the batch)
+        # are taken from the ledger, not read again.
+        earlier = self._take_recorded(batch, batch.lookups)
+        known = {record.task_id for record in earlier}
+        task_ids = [task_id for task_id in task_ids if task_id not in known]
         reads = await asyncio.gather(*(self._read_task(t) for t in task_ids))
         outcomes: dict[str, TaskOutcome] = {}
         for task_id, task in zip(task_ids, reads, strict=True):
@@ -439,7 +485,10 @@ class _BatchRunner:
         }
         now = datetime.now(tz=UTC)
         recorded = []
+        taken = {record.lookup_id for record in earlier}
         for lookup in batch.lookups:
+            if lookup.lookup_id in taken:
+                continue
             outcome = outcomes.get(lookup.lookup_id)
             if outcome is None:
                 message = (

@@ -417,8 +417,12 @@ def _check_rows(
             message = (
                 f"Row {row_number}, column {columns['tracking_id']!r}: tracking ID "
                 f"{tracking_id!r} is already used by row {earlier_row}; give each row its own "
-                "tracking ID, or leave the cell empty to get a generated one."
+                "tracking ID, or leave the cell empty to get a generated one. This row is "
+                f"listed as {tracking_id}~row{row_number} so that no two rows share an ID."
             )
+            # Every output row keeps a unique key, so no join can mix this row's fate with
+            # the row that owns the ID.
+            tracking_id = f"{tracking_id}~row{row_number}"
         elif result.reason is not None:
             reason = result.reason
             message = f"Row {row_number}, column {columns['domain']!r}: {result.message}"

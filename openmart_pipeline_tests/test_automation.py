@@ -131,9 +131,7 @@ def test_sensor_ignores_hidden_files_and_files_that_are_not_tables(domains, inst
     assert partitions_asked(result) == ["a.csv"]
 
 
-def test_sensor_runs_a_table_reverted_to_earlier_content_under_an_unused_run_key(
-    domains, instance
-):
+def test_sensor_runs_a_table_reverted_to_earlier_content_under_an_unused_run_key(domains, instance):
     table = domains / "a.csv"
     table.write_text(TABLE)
     first = evaluate(instance)
@@ -195,7 +193,11 @@ def fresh_python(args: list[str], cwd: Path, **env: str) -> subprocess.Completed
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("OPENMART_", "DAGSTER_"))}
     return subprocess.run(
         [sys.executable, *args],
-        cwd=cwd, env={**clean, **env}, capture_output=True, text=True, timeout=60,
+        cwd=cwd,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 

@@ -126,8 +126,10 @@ def wait_for(what: str, probe, limit: float, deployment: Deployment):
     while time.monotonic() < deadline:
         for process in deployment.processes:
             if process.poll() is not None:
-                pytest.fail(f"{process.args[0]} exited while waiting for {what}:\n"
-                            + deployment.output()[-4000:])
+                pytest.fail(
+                    f"{process.args[0]} exited while waiting for {what}:\n"
+                    + deployment.output()[-4000:]
+                )
         try:
             found = probe()
         except (httpx.TransportError, GraphQLError):
@@ -236,8 +238,10 @@ def deployment(tmp_path_factory) -> Iterator[Deployment]:
                 "dagster-webserver", "-h", "127.0.0.1", "-p", str(port), "-w", str(WORKSPACE_YAML)
             )
             deployment.location = wait_for(
-                "loaded code location", lambda: loaded_location(deployment),
-                STARTUP_LIMIT_SECONDS, deployment,
+                "loaded code location",
+                lambda: loaded_location(deployment),
+                STARTUP_LIMIT_SECONDS,
+                deployment,
             )
             yield deployment
         finally:
@@ -395,7 +399,11 @@ def test_definitions_validate_from_a_fresh_clone_environment(tmp_path):
 
     result = subprocess.run(
         [str(BIN / "dagster"), "definitions", "validate", "-w", str(WORKSPACE_YAML)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
     assert result.returncode == 0, result.stdout + result.stderr

@@ -143,3 +143,24 @@ def test_missing_api_key_is_a_message_not_a_traceback(workspace):
     assert run.returncode == 2
     assert "OPENMART_API_KEY is not set" in run.output
     assert "Traceback" not in run.output
+
+
+def test_duplicate_tracking_ids_are_rejected_and_every_row_keeps_a_unique_key(workspace, emulator):
+    table = pd.DataFrame(
+        {
+            "tracking_id": ["007", "007", "008"],
+            "company_name": ["Acme", "Acme Again", "Other"],
+            "website": ["acme-tid.com", "acme-tid2.com", "other-tid.com"],
+        }
+    )
+    workspace.add_table("ids.csv", table)
+
+    run = workspace.run()
+
+    assert run.returncode == 0, run.output
+    lookups = run.domain_lookups.sort_values("row_number")
+    assert list(lookups["tracking_id"]) == ["007", "007~row2", "008"]
+    assert list(lookups["status"].iloc[[1]]) == ["rejected"]
+    assert lookups["reason"].iloc[1] == "duplicate_tracking_id"
+    assert "already used by row 1" in lookups["message"].iloc[1]
+    assert "acme-tid2.com" not in accepted_domains(emulator)

@@ -188,7 +188,7 @@ def test_credit_limit_keeps_what_completed_and_a_rerun_sends_only_the_rest(tmp_p
     assert files_containing(tmp_path, CANARY_KEY) == []
 
 
-def test_balance_below_the_need_sends_what_fits_and_says_so(tmp_path: Path):
+def test_balance_below_the_need_sends_what_fits_and_fails_saying_what_is_left(tmp_path: Path):
     config = EmulatorConfig(time_scale=FAST, api_keys=frozenset({CANARY_KEY}), credits=150)
     with running_emulator(config) as emulator:
         workspace = Workspace(tmp_path, emulator.base_url, api_key=CANARY_KEY)
@@ -197,8 +197,9 @@ def test_balance_below_the_need_sends_what_fits_and_says_so(tmp_path: Path):
         run = workspace.run(**FAST_RETRIES)
         accepted = accepted_domains(emulator)
 
-    assert run.returncode == 0, run.output
+    assert run.returncode == 1, run.output
     assert "100 over budget" in run.output
+    assert "100 row(s) are over_budget" in run.output and "add credits" in run.output
     statuses = run.domain_lookups["status"].value_counts()
     assert statuses.get("over_budget") == 100
     assert len(accepted) == 150 == len(set(accepted))
@@ -249,3 +250,4 @@ def test_task_reads_that_keep_failing_are_read_failed_and_a_rerun_reads_them(tmp
     assert second.returncode == 0, second.output
     assert set(second.domain_lookups["status"]) <= FINAL
     assert len(accepted) == COMPANIES and set(accepted.values()) == {1}
+    assert "distinct lookups sent this run 0" in second.output

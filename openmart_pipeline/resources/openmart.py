@@ -9,6 +9,7 @@ key, so one is retried only when the failure proves it never reached the server.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import ipaddress
 import json
@@ -115,12 +116,16 @@ def _retry_after_seconds(response: httpx.Response) -> float | None:
 def read_limiter(reads_per_second: float) -> AsyncLimiter:
     """A leaky bucket that never lets more than `reads_per_second` start in any second.
 
-    The bucket holds `burst` reads and drains at `reads_per_second - burst`, so a window of
-    one second sees at most burst + (rate - burst) = rate starts. The small burst lets the
-    client catch up after the event loop was busy, instead of losing that time for good.
+    The bucket holds `burst` reads and drains at 95% of the rate less the burst, so a
+    window of one second sees at most 95% of the rate. The small burst lets the client
+    catch up after the event loop was busy, instead of losing that time for good.
     """
     burst = max(1, int(reads_per_second // 20))
-    drain = reads_per_second - burst if reads_per_second > burst else reads_per_second
+    # 5% below the rate: requests leave the client a little unevenly, and the server counts
+    # their arrival, not their start.
+    drain = reads_per_second * 0.95 - burst
+    if drain <= 0:
+        return AsyncLimiter(1, 1.0 / reads_per_second)
     return AsyncLimiter(burst, burst / drain)
 
 
@@ -188,6 +193,7 @@ class OpenmartClient:
         self._submit_attempts = submit_attempts
         self._wait = _WaitForServer(retry_initial_seconds, maximum=30.0)
         self._read_limiter = read_limiter(reads_per_second)
+        self._reads_paused_until = 0.0
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             headers={"X-API-Key": api_key, "User-Agent": USER_AGENT, "Accept": "application/json"},
@@ -324,6 +330,11 @@ class OpenmartClient:
 
     async def _read_once(self, path: str, params: Mapping[str, str] | None) -> Any:
         endpoint = f"GET {path}"
+        # A 429's Retry-After holds back every read of the client, not only the one that
+        # got it: the server's limit is per account.
+        pause = self._reads_paused_until - time.monotonic()
+        if pause > 0:
+            await asyncio.sleep(pause)
         async with self._read_limiter:
             try:
                 response = await self._http.get(path, params=params)
@@ -331,9 +342,18 @@ class OpenmartClient:
                 raise TransientApiError(f"{endpoint}: {type(error).__name__}") from None
 
         if response.status_code in RETRYABLE_STATUS_CODES:
+            retry_after = _retry_after_seconds(response)
+            if response.status_code == 429:
+                wait = retry_after if retry_after is not None else 1.0
+                self._reads_paused_until = max(self._reads_paused_until, time.monotonic() + wait)
             raise TransientApiError(
-                f"{endpoint}: the server answered {response.status_code}",
-                retry_after=_retry_after_seconds(response),
+                f"{endpoint}: the server answered {response.status_code}"
+                + (
+                    " (rate limited: lower OPENMART_READS_PER_SECOND)"
+                    if response.status_code == 429
+                    else ""
+                ),
+                retry_after=retry_after,
             )
         self._raise_for_account(endpoint, response)
         if response.status_code != 200:
@@ -363,7 +383,7 @@ class OpenmartClient:
             )
         if code == 402:
             raise CreditLimitError(
-                f"{endpoint}: 402, the account's credit limit is reached; nothing was created."
+                f"{endpoint}: 402, the account's credit limit is reached and nothing was created"
             )
 
 
