@@ -11,6 +11,7 @@ carried over, adopted or sent, and splits the batches into steps of up to
 
 import asyncio
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 from dagster import (
@@ -130,12 +131,19 @@ def domain_table(context: AssetExecutionContext, config: DomainTableConfig) -> p
             f"domain table {context.partition_key!r} is not in OPENMART_DOMAINS_PATH any more "
             f"(found: {', '.join(files) or 'nothing'})"
         )
+    hosted_file = env_text(HOSTED_DOMAINS_ENV_VAR, "") or None
+    if hosted_file and not Path(hosted_file).is_file():
+        raise Failure(
+            f"{HOSTED_DOMAINS_ENV_VAR} points at {hosted_file!r}, which is not a file: set it "
+            "to a text file of extra hosted-site domains, one per line, or unset it",
+            allow_retries=False,
+        )
     try:
         table = read_domain_table(
             path,
             column_map=config.column_map or parse_column_map(env_text(COLUMN_MAP_ENV_VAR, "")),
             company_name_from_domain=config.company_name_from_domain,
-            hosted_domains=load_hosted_domains(env_text(HOSTED_DOMAINS_ENV_VAR, "") or None),
+            hosted_domains=load_hosted_domains(hosted_file),
         )
     except (DomainTableError, ValueError, OSError) as error:
         # The reader's message names the file, the row or column, and the fix.

@@ -128,7 +128,16 @@ def run_command(args: argparse.Namespace) -> int:
     # Imported here so that a bad setting is reported as a message, not an import traceback.
     try:
         from openmart_pipeline.definitions import LOOKUP_JOB_NAME, defs
-        from openmart_pipeline.settings import domain_files, output_path
+        from openmart_pipeline.resources.openmart import DEFAULT_BASE_URL, check_base_url
+        from openmart_pipeline.settings import (
+            DOMAIN_TABLE_SUFFIXES,
+            domain_files,
+            domains_path,
+            env_text,
+            output_path,
+        )
+
+        check_base_url(env_text("OPENMART_BASE_URL", DEFAULT_BASE_URL))
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -142,6 +151,13 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     keys = args.partition or list(files)
+    if not files:
+        print(
+            f"error: OPENMART_DOMAINS_PATH ({domains_path()}) holds no domain table: put CSV "
+            f"or Parquet files there ({', '.join(DOMAIN_TABLE_SUFFIXES)})",
+            file=sys.stderr,
+        )
+        return 2
     unknown = [key for key in keys if key not in files]
     if unknown or not keys:
         print(

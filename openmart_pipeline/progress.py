@@ -45,7 +45,7 @@ class Progress:
         elapsed = time.monotonic() - self._started
         line = (
             f"batches submitted {self.submitted}/{self.batches_total}, ready {self.ready}, "
-            f"read {self.read}; lookups done {self.lookups_done}/{self.lookups_total}"
+            f"finished {self.read}; lookups done {self.lookups_done}/{self.lookups_total}"
         )
         if 0 < self.lookups_done < self.lookups_total:
             left = elapsed / self.lookups_done * (self.lookups_total - self.lookups_done)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-DOMAIN_TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet")
+DOMAIN_TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
 
 
 def env_text(name: str, default: str) -> str:

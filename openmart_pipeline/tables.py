@@ -337,7 +337,9 @@ def _resolve_columns(
                 break
 
     if resolved["domain"] is None:
-        example = columns[0] if columns else "Web Address"
+        # Suggest a column nothing else claimed, so the example is never the name column.
+        unclaimed = [c for c in columns if c not in used]
+        example = unclaimed[0] if unclaimed else "Web Address"
         raise DomainTableError(
             f"{file_name} has no website column. Its columns are: "
             f"{', '.join(repr(c) for c in columns) or '(none)'}. Say which column holds each "

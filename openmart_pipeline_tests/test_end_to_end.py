@@ -164,3 +164,13 @@ def test_duplicate_tracking_ids_are_rejected_and_every_row_keeps_a_unique_key(wo
     assert lookups["reason"].iloc[1] == "duplicate_tracking_id"
     assert "already used by row 1" in lookups["message"].iloc[1]
     assert "acme-tid2.com" not in accepted_domains(emulator)
+
+
+def test_plain_http_to_a_remote_host_is_refused_before_anything_runs(workspace, emulator):
+    workspace.add_table("companies.csv", COMPANIES_CSV)
+
+    run = workspace.run(OPENMART_BASE_URL="http://api.openmart.invalid")
+
+    assert run.returncode == 2
+    assert "the API key would travel in clear" in run.output
+    assert run.domain_lookups is None

@@ -339,7 +339,9 @@ class OpenmartClient:
             try:
                 response = await self._http.get(path, params=params)
             except httpx.HTTPError as error:
-                raise TransientApiError(f"{endpoint}: {type(error).__name__}") from None
+                raise TransientApiError(
+                    f"{endpoint}: {type(error).__name__} talking to {self.base_url}"
+                ) from None
 
         if response.status_code in RETRYABLE_STATUS_CODES:
             retry_after = _retry_after_seconds(response)
