@@ -19,6 +19,7 @@ import httpx
 import pytest
 import respx
 
+import openmart_pipeline.resources.openmart as openmart_module
 from openmart_pipeline import __version__
 from openmart_pipeline.errors import (
     AuthenticationError,
@@ -123,12 +124,16 @@ def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The seconds each retry wait asked for; the waits themselves take no time."""
     recorded: list[float] = []
     real_sleep = asyncio.sleep
+    slept = [0.0]
 
     async def record(seconds: float, *args: Any, **kwargs: Any) -> None:
         recorded.append(seconds)
+        slept[0] += seconds
         await real_sleep(0)
 
     monkeypatch.setattr(asyncio, "sleep", record)
+    # The client's read pause after a 429 reads this clock: it moves as if the sleeps were real.
+    monkeypatch.setattr(openmart_module, "_clock", lambda: time.monotonic() + slept[0])
     return recorded
 
 
@@ -756,3 +761,17 @@ def test_base_url_is_accepted_over_https_or_on_loopback(url, expected):
 def test_client_refuses_plain_http_to_a_remote_host():
     with pytest.raises(ValueError, match="not loopback"):
         make_client(base_url="http://api.openmart.ai")
+
+
+def test_a_429_holds_back_the_other_reads_of_the_client_too(api, waits):
+    api.get(STATUS_PATH).mock(return_value=httpx.Response(429, headers={"Retry-After": "2"}))
+    api.get(TASK_PATH).mock(return_value=httpx.Response(200, json=SAMPLE_TASK))
+
+    async def status_then_task(client: OpenmartClient) -> Any:
+        with pytest.raises(TransientApiError):
+            await read_status(client)
+        return await read_task(client)
+
+    run(status_then_task, read_attempts=1)
+
+    assert waits and waits[-1] == pytest.approx(2.0, abs=0.1)

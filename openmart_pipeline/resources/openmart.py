@@ -58,6 +58,8 @@ MAX_RETRY_AFTER_SECONDS = 120.0
 MIN_SUBMIT_TIMEOUT_SECONDS = 60.0
 
 T = TypeVar("T")
+# The clock of the shared read pause; tests that make sleeps instant advance their own.
+_clock = time.monotonic
 
 # Failures that prove a request never reached the server: no connection was opened.
 NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -332,7 +334,7 @@ class OpenmartClient:
         endpoint = f"GET {path}"
         # A 429's Retry-After holds back every read of the client, not only the one that
         # got it: the server's limit is per account.
-        pause = self._reads_paused_until - time.monotonic()
+        pause = self._reads_paused_until - _clock()
         if pause > 0:
             await asyncio.sleep(pause)
         async with self._read_limiter:
@@ -347,7 +349,7 @@ class OpenmartClient:
             retry_after = _retry_after_seconds(response)
             if response.status_code == 429:
                 wait = retry_after if retry_after is not None else 1.0
-                self._reads_paused_until = max(self._reads_paused_until, time.monotonic() + wait)
+                self._reads_paused_until = max(self._reads_paused_until, _clock() + wait)
             raise TransientApiError(
                 f"{endpoint}: the server answered {response.status_code}"
                 + (
