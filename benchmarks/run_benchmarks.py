@@ -208,20 +208,26 @@ def dagster_run_walls(home: Path) -> list[float]:
 
     with DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
         stats = [instance.get_run_stats(run.run_id) for run in instance.get_runs()]
-    timed = sorted(
-        (s.start_time, s.end_time) for s in stats if s.start_time and s.end_time
-    )
+    timed = sorted((s.start_time, s.end_time) for s in stats if s.start_time and s.end_time)
     return [end - start for start, end in timed]
 
 
 def start_emulator(port: int, log: Path) -> subprocess.Popen:
     command = [
-        sys.executable, "-m", "openmart_pipeline.cli", "emulator",
-        "--port", str(port),
-        "--time-scale", str(TIME_SCALE),
-        "--read-rate-limit", str(READS_PER_SECOND),
-        "--max-task-seconds", str(MAX_TASK_SECONDS),
-        "--api-key", BENCH_KEY,
+        sys.executable,
+        "-m",
+        "openmart_pipeline.cli",
+        "emulator",
+        "--port",
+        str(port),
+        "--time-scale",
+        str(TIME_SCALE),
+        "--read-rate-limit",
+        str(READS_PER_SECOND),
+        "--max-task-seconds",
+        str(MAX_TASK_SECONDS),
+        "--api-key",
+        BENCH_KEY,
     ]
     with log.open("w") as out:
         # The access log goes to a file: an unread pipe would fill and stall the server.
@@ -268,8 +274,13 @@ def run_case(n: int, c: int, root: Path) -> CaseResult:
 
     walls = dagster_run_walls(folder / "dagster_home")
     result = CaseResult(
-        n=n, c=c, first=first, rerun=rerun, run_wall=walls[0] if walls else None,
-        emulator_rss=emulator_rss, stats=stats,
+        n=n,
+        c=c,
+        first=first,
+        rerun=rerun,
+        run_wall=walls[0] if walls else None,
+        emulator_rss=emulator_rss,
+        stats=stats,
     )
     # CPU the machine spent on anything but this case while it ran: other processes
     # competing for the same cores make every number above worse.
@@ -346,25 +357,46 @@ def print_table(results: list[CaseResult]) -> None:
     ups = speedups(results)
     largest_n = max(r.n for r in results if r.c > 1)
     header = (
-        "N", "C", "cmd wall s", "run wall s", "bound s", "eff", "speed-up",
-        "RSS run MiB", "RSS emu MiB", "CPU s/1k", "CPU s/1k -start", "in flight",
-        "reads/s max", "other load", "checks", "targets",
+        "N",
+        "C",
+        "cmd wall s",
+        "run wall s",
+        "bound s",
+        "eff",
+        "speed-up",
+        "RSS run MiB",
+        "RSS emu MiB",
+        "CPU s/1k",
+        "CPU s/1k -start",
+        "in flight",
+        "reads/s max",
+        "other load",
+        "checks",
+        "targets",
     )
     rows = []
     for r in results:
         speedup = ups.get((r.n, r.c))
-        rows.append((
-            f"{r.n:,}", str(r.c), f"{r.first.wall:.1f}",
-            f"{r.run_wall:.1f}" if r.run_wall else "?", f"{r.bound:.1f}",
-            f"{r.bound / r.run_wall:.2f}" if r.run_wall else "?",
-            f"{speedup:.2f}x" if speedup else "-",
-            mib(r.first.peak_rss), mib(r.emulator_rss),
-            f"{r.cpu_per_1000:.2f}", f"{r.cpu_per_1000_excluding_startup:.2f}",
-            str(r.stats["max_submissions_in_flight"]), str(r.stats["max_reads_in_any_second"]),
-            f"{r.other_cores:.2f} cores",
-            "ok" if not r.problems else "WARN: " + ", ".join(r.problems),
-            targets(r, speedup, largest_n),
-        ))
+        rows.append(
+            (
+                f"{r.n:,}",
+                str(r.c),
+                f"{r.first.wall:.1f}",
+                f"{r.run_wall:.1f}" if r.run_wall else "?",
+                f"{r.bound:.1f}",
+                f"{r.bound / r.run_wall:.2f}" if r.run_wall else "?",
+                f"{speedup:.2f}x" if speedup else "-",
+                mib(r.first.peak_rss),
+                mib(r.emulator_rss),
+                f"{r.cpu_per_1000:.2f}",
+                f"{r.cpu_per_1000_excluding_startup:.2f}",
+                str(r.stats["max_submissions_in_flight"]),
+                str(r.stats["max_reads_in_any_second"]),
+                f"{r.other_cores:.2f} cores",
+                "ok" if not r.problems else "WARN: " + ", ".join(r.problems),
+                targets(r, speedup, largest_n),
+            )
+        )
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
     print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
     print("  ".join("-" * w for w in widths))
