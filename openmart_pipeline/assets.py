@@ -191,7 +191,7 @@ def plan_batches(
         raise Failure(str(error), allow_retries=False) from None
     plan = plan_lookups(ledger.open(), list(lookups.values()), settings, context.run_id, balance)
 
-    sending = sum(len(work.lookups) for work in plan.work if work.kind == "new")
+    sending = plan.to_send
     context.log.info(
         f"{len(domain_table)} rows, {len(lookups)} distinct lookups: "
         f"{sum(r.carried_over for r in plan.results.values())} carried over, "

@@ -575,10 +575,3 @@ async def run_batches(
     report = await runner.run(batches)
     progress.finish()
     return report
-
-
-def result_for_any(results: dict[str, LookupResult], lookup_id: str) -> LookupResult:
-    """The result of a lookup, or `pending` when the run never reached it."""
-    return results.get(lookup_id) or LookupResult(
-        status="pending", message="the run ended before this lookup was worked"
-    )

@@ -13,7 +13,6 @@ from typing import Any
 from openmart_pipeline.errors import UnexpectedResponseError, UnknownStatusError
 
 TASK_STATUSES = frozenset({"PROCESSING", "COMPLETED", "ERRORED", "CANCELLED"})
-FINAL_TASK_STATUSES = TASK_STATUSES - {"PROCESSING"}
 EXCERPT_CHARS = 200
 
 
