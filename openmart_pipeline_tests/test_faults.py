@@ -66,7 +66,7 @@ CASES = {
     "read_rate_limit": Case(
         config={"read_rate_limit": 40.0}, env={"OPENMART_READS_PER_SECOND": "60"}
     ),
-    "submit_429_is_retried": Case(faults={"submit": {"429": 0.3}}),
+    "submit_429_is_retried": Case(faults={"submit": {"429": 0.2}}),
     "submit_429_every_time": Case(
         faults={"submit": {"429": 1.0}},
         statuses={"not_sent"},
