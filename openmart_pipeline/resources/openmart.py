@@ -194,8 +194,11 @@ class OpenmartClient:
         self._read_retry_seconds = read_retry_seconds
         self._submit_attempts = submit_attempts
         self._wait = _WaitForServer(retry_initial_seconds, maximum=30.0)
+        self._configured_rate = reads_per_second
+        self._read_rate = reads_per_second
         self._read_limiter = read_limiter(reads_per_second)
         self._reads_paused_until = 0.0
+        self._reads_since_slow_down = 0
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             headers={"X-API-Key": api_key, "User-Agent": USER_AGENT, "Accept": "application/json"},
@@ -332,12 +335,11 @@ class OpenmartClient:
 
     async def _read_once(self, path: str, params: Mapping[str, str] | None) -> Any:
         endpoint = f"GET {path}"
-        # A 429's Retry-After holds back every read of the client, not only the one that
-        # got it: the server's limit is per account.
-        pause = self._reads_paused_until - _clock()
-        if pause > 0:
-            await asyncio.sleep(pause)
-        async with self._read_limiter:
+        limiter = self._read_limiter
+        await self._wait_out_pause()
+        async with limiter:
+            # Reads queued at the limiter when a 429 arrived wait too.
+            await self._wait_out_pause()
             try:
                 response = await self._http.get(path, params=params)
             except httpx.HTTPError as error:
@@ -345,20 +347,20 @@ class OpenmartClient:
                     f"{endpoint}: {type(error).__name__} talking to {self.base_url}"
                 ) from None
 
-        if response.status_code in RETRYABLE_STATUS_CODES:
-            retry_after = _retry_after_seconds(response)
-            if response.status_code == 429:
-                wait = retry_after if retry_after is not None else 1.0
-                self._reads_paused_until = max(self._reads_paused_until, _clock() + wait)
+        if response.status_code == 429:
+            self._slow_down(_retry_after_seconds(response))
             raise TransientApiError(
-                f"{endpoint}: the server answered {response.status_code}"
-                + (
-                    " (rate limited: lower OPENMART_READS_PER_SECOND)"
-                    if response.status_code == 429
-                    else ""
-                ),
-                retry_after=retry_after,
+                f"{endpoint}: the server answered 429 (rate limited; reading at "
+                f"{self._read_rate:g}/s now; set OPENMART_READS_PER_SECOND below the "
+                "account's limit)",
+                retry_after=_retry_after_seconds(response),
             )
+        if response.status_code in RETRYABLE_STATUS_CODES:
+            raise TransientApiError(
+                f"{endpoint}: the server answered {response.status_code}",
+                retry_after=_retry_after_seconds(response),
+            )
+        self._speed_up()
         self._raise_for_account(endpoint, response)
         if response.status_code != 200:
             raise UnexpectedResponseError(
@@ -372,6 +374,30 @@ class OpenmartClient:
             raise TransientApiError(
                 f"{endpoint}: the answer is not JSON: {excerpt(response.text, self._api_key)}"
             ) from None
+
+    async def _wait_out_pause(self) -> None:
+        """Hold a read while a 429's Retry-After runs: the server's limit is per account."""
+        pause = self._reads_paused_until - _clock()
+        if pause > 0:
+            await asyncio.sleep(pause)
+
+    def _slow_down(self, retry_after: float | None) -> None:
+        """After a 429: pause every read, and halve the read rate (down to 1/s)."""
+        wait = retry_after if retry_after is not None else 1.0
+        self._reads_paused_until = max(self._reads_paused_until, _clock() + wait)
+        self._read_rate = max(1.0, self._read_rate / 2)
+        self._read_limiter = read_limiter(self._read_rate)
+        self._reads_since_slow_down = 0
+
+    def _speed_up(self) -> None:
+        """After every 50 answered reads, win back a quarter of the rate, up to the setting."""
+        if self._read_rate >= self._configured_rate:
+            return
+        self._reads_since_slow_down += 1
+        if self._reads_since_slow_down >= 50:
+            self._reads_since_slow_down = 0
+            self._read_rate = min(self._configured_rate, self._read_rate * 1.25)
+            self._read_limiter = read_limiter(self._read_rate)
 
     def _raise_for_account(self, endpoint: str, response: httpx.Response) -> None:
         code = response.status_code
