@@ -382,12 +382,19 @@ class OpenmartClient:
             await asyncio.sleep(pause)
 
     def _slow_down(self, retry_after: float | None) -> None:
-        """After a 429: pause every read, and halve the read rate (down to 1/s)."""
+        """After a 429: pause every read, and halve the read rate, to a quarter at most.
+
+        429s that arrive while a pause is already running belong to the same burst and do
+        not halve the rate again.
+        """
         wait = retry_after if retry_after is not None else 1.0
-        self._reads_paused_until = max(self._reads_paused_until, _clock() + wait)
-        self._read_rate = max(1.0, self._read_rate / 2)
-        self._read_limiter = read_limiter(self._read_rate)
-        self._reads_since_slow_down = 0
+        now = _clock()
+        if now >= self._reads_paused_until:
+            floor = max(1.0, self._configured_rate / 4)
+            self._read_rate = max(floor, self._read_rate / 2)
+            self._read_limiter = read_limiter(self._read_rate)
+            self._reads_since_slow_down = 0
+        self._reads_paused_until = max(self._reads_paused_until, now + wait)
 
     def _speed_up(self) -> None:
         """After every 50 answered reads, win back a quarter of the rate, up to the setting."""
