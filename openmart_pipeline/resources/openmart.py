@@ -382,7 +382,7 @@ class OpenmartClient:
             await asyncio.sleep(pause)
 
     def _slow_down(self, retry_after: float | None) -> None:
-        """After a 429: pause every read, and halve the read rate, to a quarter at most.
+        """After a 429: pause every read, and halve the read rate, to an eighth at most.
 
         429s that arrive while a pause is already running belong to the same burst and do
         not halve the rate again.
@@ -390,7 +390,7 @@ class OpenmartClient:
         wait = retry_after if retry_after is not None else 1.0
         now = _clock()
         if now >= self._reads_paused_until:
-            floor = max(1.0, self._configured_rate / 4)
+            floor = max(1.0, self._configured_rate / 8)
             self._read_rate = max(floor, self._read_rate / 2)
             self._read_limiter = read_limiter(self._read_rate)
             self._reads_since_slow_down = 0
