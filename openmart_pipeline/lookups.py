@@ -136,8 +136,6 @@ class BatchRunReport:
     batches_submitted: int = 0
     batches_adopted: int = 0
     lookups_sent: int = 0
-    credit_limited: int = 0
-    unknown_submissions: int = 0
 
 
 def _as_time(epoch: float | None) -> datetime | None:
@@ -321,7 +319,6 @@ class _BatchRunner:
         async with self.submit_slots:
             if self.credit_limit_hit:
                 self.ledger.release(batch.batch_key)
-                self.report.credit_limited += len(batch.lookups)
                 self._set(batch, "credit_limit", "not sent: the account's credit limit was reached")
                 return None
             tasks = [lookup.task() for lookup in batch.lookups]
@@ -331,13 +328,11 @@ class _BatchRunner:
             except CreditLimitError as error:
                 self.credit_limit_hit = True
                 self.ledger.release(batch.batch_key)
-                self.report.credit_limited += len(batch.lookups)
                 self.warn(f"{label}: {error}; no further batches are submitted")
                 self._set(batch, "credit_limit", "not sent: the account's credit limit was reached")
                 return None
             except SubmitOutcomeUnknown as error:
                 self.ledger.mark_unknown(batch.batch_key, str(error))
-                self.report.unknown_submissions += 1
                 self.warn(f"{label}: outcome unknown, not resubmitted: {error}")
                 self._set(batch, "submit_unknown", str(error))
                 return None

@@ -11,9 +11,11 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pandas as pd
 import pytest
@@ -21,6 +23,7 @@ import pytest
 from openmart_pipeline.emulator import EmulatorConfig, running_emulator
 from openmart_pipeline.emulator.server import RunningEmulator
 
+T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
 COMPANIES_CSV = REPO / "data" / "domains" / "companies_real.csv"
 TEST_KEY = "test-key-0f9a"
@@ -139,3 +142,10 @@ def wait_for(condition, process, timeout: float = 60.0) -> None:
         assert process.poll() is None, process.communicate()[0]
         assert time.monotonic() < deadline, "timed out waiting for the run"
         time.sleep(0.01)
+
+
+def at_once(calls: dict[str, Callable[[], T]], timeout: float = 300) -> dict[str, T]:
+    """Run each call in its own thread, all at the same time, and return their results."""
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        futures = {name: pool.submit(call) for name, call in calls.items()}
+        return {name: future.result(timeout=timeout) for name, future in futures.items()}

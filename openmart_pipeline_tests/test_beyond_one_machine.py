@@ -7,7 +7,6 @@ share nothing but the database and the bucket.
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from openmart_pipeline_tests.conftest import (
     TEST_KEY,
     Workspace,
     accepted_domains,
+    at_once,
     company_table,
 )
 from openmart_pipeline_tests.servers import running_postgres, running_s3
@@ -100,16 +100,7 @@ def test_two_machines_sharing_only_database_and_bucket_buy_each_lookup_once(
             "OPENMART_OUTPUT_PATH": output,
             "OPENMART_LEDGER_URL": postgres.url("openmart_two"),
         }
-        runs = {}
-
-        def run(name: str) -> None:
-            runs[name] = machines[name].run(**env)
-
-        threads = [threading.Thread(target=run, args=(name,)) for name in machines]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=300)
+        runs = at_once({name: lambda m=machine: m.run(**env) for name, machine in machines.items()})
         accepted = Counter(accepted_domains(emulator))
 
     assert runs["a"].returncode == 0, runs["a"].output
@@ -144,20 +135,13 @@ def test_dagster_instance_on_postgres_records_runs_checks_and_caps_the_pool(
     # their submissions if the pool did not make one wait for the other.
     config = EmulatorConfig(time_scale=0.02, api_keys=frozenset({TEST_KEY}))
     with running_emulator(config) as emulator:
-        runs = {}
 
-        def run(name: str) -> None:
+        def run(name: str):
             workspace = Workspace(tmp_path / name, emulator.base_url)
             workspace.add_table(f"{name}.csv", company_table(300, f"pool{name}co"))
-            runs[name] = workspace.run(
-                DAGSTER_HOME=str(home), OPENMART_MAX_SUBMISSIONS_IN_FLIGHT="1"
-            )
+            return workspace.run(DAGSTER_HOME=str(home), OPENMART_MAX_SUBMISSIONS_IN_FLIGHT="1")
 
-        threads = [threading.Thread(target=run, args=(name,)) for name in ("a", "b")]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=300)
+        runs = at_once({name: lambda name=name: run(name) for name in ("a", "b")})
         stats = emulator.state.stats()
 
     assert runs["a"].returncode == 0, runs["a"].output
@@ -183,16 +167,14 @@ def test_postgres_ledger_lets_only_one_of_two_planners_claim_a_lookup(postgres):
 
     ids = [f"Lpg{i:04d}" for i in range(250)]
     ledgers = {name: Ledger(postgres.url("openmart")) for name in ("a", "b")}
-    plans = {}
-
-    def plan(name: str) -> None:
-        plans[name] = ledgers[name].plan(f"run-{name}", ids, refresh_after_seconds=60)
-
-    threads = [threading.Thread(target=plan, args=(name,)) for name in ledgers]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    plans = at_once(
+        {
+            name: lambda name=name, ledger=ledger: ledger.plan(
+                f"run-{name}", ids, refresh_after_seconds=60
+            )
+            for name, ledger in ledgers.items()
+        }
+    )
 
     claimed = [lid for p in plans.values() for batch in p.new for lid in batch.lookup_ids]
     waiting = [lid for p in plans.values() for batch in p.wait for lid in batch.lookup_ids]

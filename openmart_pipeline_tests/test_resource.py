@@ -775,3 +775,26 @@ def test_a_429_holds_back_the_other_reads_of_the_client_too(api, waits):
     run(status_then_task, read_attempts=1)
 
     assert waits and waits[-1] == pytest.approx(2.0, abs=0.1)
+
+
+def test_a_429_halves_the_read_rate_which_recovers_with_answered_reads(api, waits):
+    limited = httpx.Response(429, headers={"Retry-After": "1"})
+    api.get(STATUS_PATH).mock(side_effect=[limited, limited])
+    api.get(TASK_PATH).mock(return_value=httpx.Response(200, json=SAMPLE_TASK))
+
+    async def limited_then_answered_then_limited(client: OpenmartClient) -> list[str]:
+        messages = []
+        with pytest.raises(TransientApiError) as first:
+            await read_status(client)
+        messages.append(str(first.value))
+        for _ in range(50):
+            await read_task(client)
+        with pytest.raises(TransientApiError) as second:
+            await read_status(client)
+        messages.append(str(second.value))
+        return messages
+
+    first, second = run(limited_then_answered_then_limited, read_attempts=1)
+
+    assert "reading at 500/s now" in first  # halved from the configured 1000/s
+    assert "reading at 312.5/s now" in second  # back up to 625/s, then halved again

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -33,6 +32,7 @@ from openmart_pipeline_tests.conftest import (
     TEST_KEY,
     Workspace,
     accepted_domains,
+    at_once,
     company_table,
     wait_for,
 )
@@ -83,16 +83,12 @@ def test_two_runs_at_once_buy_each_lookup_once(tmp_path: Path):
     with running_emulator(config) as emulator:
         workspace = Workspace(tmp_path, emulator.base_url)
         workspace.add_table("companies.csv", company_table(COMPANIES, "resumeco"))
-        runs = {}
-
-        def run(name: str) -> None:
-            runs[name] = workspace.run(DAGSTER_HOME=str(tmp_path / f"home_{name}"))
-
-        threads = [threading.Thread(target=run, args=(n,)) for n in ("a", "b")]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=300)
+        runs = at_once(
+            {
+                name: lambda name=name: workspace.run(DAGSTER_HOME=str(tmp_path / f"home_{name}"))
+                for name in ("a", "b")
+            }
+        )
         accepted = Counter(accepted_domains(emulator))
 
     assert runs["a"].returncode == 0, runs["a"].output
